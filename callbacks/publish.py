@@ -1,0 +1,46 @@
+"""The one place figures leave the process: a PNG in the run folder, and W&B when attached."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+from lightning.pytorch.loggers import WandbLogger
+from PIL import Image
+
+
+def image_grid(images: np.ndarray, nrow: int, pad: int = 2) -> np.ndarray:
+    """Tile [N, 28, 28] images in [0, 1] into one uint8 picture with `nrow` images per row."""
+    n, h, w = images.shape
+    rows = (n + nrow - 1) // nrow
+    grid = np.ones((rows * (h + pad) + pad, nrow * (w + pad) + pad), dtype=np.float32)
+    for i, img in enumerate(images):
+        r, c = divmod(i, nrow)
+        grid[pad + r * (h + pad): pad + r * (h + pad) + h, pad + c * (w + pad): pad + c * (w + pad) + w] = img
+    return (np.clip(grid, 0, 1) * 255).astype(np.uint8)
+
+
+def figure_to_array(fig) -> np.ndarray:
+    fig.canvas.draw()
+    array = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return array
+
+
+def publish_image(trainer, key: str, image: np.ndarray, out_dir: Optional[Path], caption: str = "") -> Optional[Path]:
+    """Save `image` (uint8, HxW or HxWx3) as <out_dir>/<key>.png and send it to every W&B logger.
+
+    The PNG of the latest epoch replaces the previous one; W&B keeps the history per step.
+    """
+    path = None
+    if out_dir is not None:
+        path = Path(out_dir) / (key.replace("/", "_") + ".png")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(path)
+    for logger in getattr(trainer, "loggers", []):
+        if isinstance(logger, WandbLogger):
+            extra = {"caption": [caption]} if caption else {}
+            logger.log_image(key=key, images=[image], step=trainer.global_step, **extra)
+    return path

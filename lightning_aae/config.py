@@ -1,0 +1,298 @@
+"""Typed configuration: schema (dataclasses) <- YAML file <- command-line dotlist.
+
+Every key a user may set is declared here, so a typo or a wrong type is caught before any
+work starts and reported as one line naming the key.
+"""
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import os
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, List, Optional
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+VARIANTS = ("autoencoder", "aae", "supervised", "semi_supervised", "clustering", "vae")
+ARCHS = ("mlp", "conv")
+PRIORS = ("gaussian", "mixture", "swiss_roll", "uniform")
+RECON_LOSSES = ("mse", "bce")
+SCHEDULERS = ("none", "step", "cosine", "exponential")
+LOGGER_MODES = ("auto", "offline", "online", "disabled")
+
+
+class ConfigError(ValueError):
+    """A problem with the user's configuration; its message is one line naming the culprit."""
+
+
+@dataclass
+class ModelConfig:
+    variant: str = "aae"
+    arch: str = "mlp"
+    latent_dim: int = 2
+    hidden_dims: List[int] = field(default_factory=lambda: [1000, 1000])
+    disc_hidden_dims: List[int] = field(default_factory=lambda: [1000, 1000])
+    dropout: float = 0.0
+    conv_channels: List[int] = field(default_factory=lambda: [32, 64])  # arch=conv
+    batch_norm: bool = False  # arch=conv, encoder/decoder only: never in the discriminator
+    prior: str = "gaussian"
+    prior_std: float = 1.0
+    label_regularized: bool = False  # aae: the discriminator also sees the digit (paper Fig. 4)
+    n_clusters: int = 16  # clustering
+    kl_weight: float = 1.0  # vae
+    recon_loss: str = "mse"
+
+
+@dataclass
+class PhaseOptimConfig:
+    """Optimizer of one phase; unset values fall back to the shared ones under `optim`."""
+
+    lr: Optional[float] = None
+    betas: Optional[List[float]] = None
+    weight_decay: Optional[float] = None
+    grad_clip: Optional[float] = None
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-3
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
+    weight_decay: float = 0.0
+    grad_clip: float = 0.0  # max gradient norm per phase; 0 disables clipping
+    scheduler: str = "none"
+    step_size: int = 10  # epochs, for scheduler=step
+    gamma: float = 0.5  # decay factor for step / exponential
+    recon: PhaseOptimConfig = field(default_factory=PhaseOptimConfig)
+    disc: PhaseOptimConfig = field(default_factory=PhaseOptimConfig)
+    gen: PhaseOptimConfig = field(default_factory=PhaseOptimConfig)
+    classify: PhaseOptimConfig = field(default_factory=PhaseOptimConfig)
+
+
+@dataclass
+class DataConfig:
+    root: str = "${oc.env:AAE_DATA_DIR,data}"
+    download: bool = True
+    batch_size: int = 100  # per device
+    labeled_batch_size: int = 100  # per device, for variants that train on labels
+    val_size: int = 10000
+    labels_per_class: int = 0
+    split_seed: int = 0
+    on_device: bool = True  # keep the tensors on the accelerator
+
+
+@dataclass
+class LoggerConfig:
+    enabled: bool = True
+    mode: str = "auto"  # auto: online when logged in to W&B, offline otherwise
+    project: str = "lightning-aae"
+    entity: Optional[str] = None
+    name: Optional[str] = None
+    group: Optional[str] = None  # defaults to the variant
+    tags: List[str] = field(default_factory=list)
+    log_every_n_steps: int = 50
+    save_dir: str = "."  # W&B writes its runs under <save_dir>/wandb
+
+
+@dataclass
+class CheckpointConfig:
+    monitor: str = "val/recon_loss"
+    mode: str = "min"
+    save_top_k: int = 1
+    save_last: bool = True
+
+
+@dataclass
+class FiguresConfig:
+    enabled: bool = True
+    every_n_epochs: int = 1
+    n_images: int = 10  # digits per row in reconstruction / sample grids
+    max_points: int = 5000  # test codes in the latent scatterplot
+
+
+@dataclass
+class CallbacksConfig:
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    figures: FiguresConfig = field(default_factory=FiguresConfig)
+    progress_bar_refresh_rate: int = 20
+
+
+def _trainer_field_type(annotation: Any) -> Any:
+    """Map a Trainer argument's annotation to one OmegaConf can check, or Any."""
+    simple = (int, float, bool, str)
+    if annotation in simple:
+        return annotation
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) is typing.Union and len(args) == 2 and type(None) in args:
+        (inner,) = [a for a in args if a is not type(None)]
+        if inner in simple:
+            return Optional[inner]
+    return Any
+
+
+# Trainer arguments built by train() itself, never from the config.
+_TRAINER_BUILT_HERE = {"self", "logger", "callbacks", "plugins", "default_root_dir"}
+# Our defaults where they differ from Lightning's.
+_TRAINER_DEFAULTS = {"max_epochs": 50, "log_every_n_steps": 50, "num_sanity_val_steps": 0}
+
+
+def _make_trainer_config() -> type:
+    import lightning as L
+
+    fields = []
+    for name, p in inspect.signature(L.Trainer.__init__).parameters.items():
+        if name in _TRAINER_BUILT_HERE or p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
+            continue
+        default = _TRAINER_DEFAULTS.get(name, p.default)
+        if not (default is None or isinstance(default, (int, float, str, bool))):
+            continue
+        fields.append((name, _trainer_field_type(p.annotation), field(default=default)))
+    return dataclasses.make_dataclass("TrainerConfig", fields)
+
+
+TrainerConfig = _make_trainer_config()
+
+
+@dataclass
+class Config:
+    seed: int = 42
+    output_dir: str = "runs"
+    ckpt_path: Optional[str] = None  # a checkpoint file, or "last" for this run's last one
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    callbacks: CallbacksConfig = field(default_factory=CallbacksConfig)
+
+
+def _one_line(exc: Exception) -> str:
+    msg = str(exc).strip().splitlines()
+    return msg[0] if msg else type(exc).__name__
+
+
+def _key_error(exc: OmegaConfBaseException, source: str) -> ConfigError:
+    key = getattr(exc, "full_key", None)
+    first = _one_line(exc)
+    if "not in struct" in first or "Key '" in first and "not" in first:
+        return ConfigError(f"unknown config key '{key}' (from {source})")
+    if key:
+        return ConfigError(f"invalid value for '{key}' (from {source}): {first}")
+    return ConfigError(f"invalid config (from {source}): {first}")
+
+
+def _read_yaml(path: Path) -> DictConfig:
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"config file {path} is not valid YAML{where}") from None
+    if data is None:
+        raise ConfigError(f"config file {path} is empty")
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of keys, not {type(data).__name__}")
+    return OmegaConf.create(data)
+
+
+def _check_choices(cfg: DictConfig) -> None:
+    choices = {
+        "model.variant": VARIANTS,
+        "model.arch": ARCHS,
+        "model.prior": PRIORS,
+        "model.recon_loss": RECON_LOSSES,
+        "optim.scheduler": SCHEDULERS,
+        "logger.mode": LOGGER_MODES,
+        "callbacks.checkpoint.mode": ("min", "max"),
+    }
+    for key, valid in choices.items():
+        value = OmegaConf.select(cfg, key)
+        if value not in valid:
+            raise ConfigError(f"unknown {key} '{value}'; valid: {', '.join(valid)}")
+    m, d, o = cfg.model, cfg.data, cfg.optim
+    positive = {
+        "model.latent_dim": m.latent_dim,
+        "model.prior_std": m.prior_std,
+        "data.batch_size": d.batch_size,
+        "data.labeled_batch_size": d.labeled_batch_size,
+        "data.val_size": d.val_size,
+        "optim.lr": o.lr,
+        "logger.log_every_n_steps": cfg.logger.log_every_n_steps,
+        "callbacks.figures.every_n_epochs": cfg.callbacks.figures.every_n_epochs,
+    }
+    for key, value in positive.items():
+        if not value > 0:
+            raise ConfigError(f"{key} must be positive, got {value}")
+    for key, value in {"data.labels_per_class": d.labels_per_class, "model.dropout": m.dropout,
+                       "optim.weight_decay": o.weight_decay, "optim.grad_clip": o.grad_clip}.items():
+        if value < 0:
+            raise ConfigError(f"{key} must not be negative, got {value}")
+    if not m.dropout < 1:
+        raise ConfigError(f"model.dropout must be below 1, got {m.dropout}")
+    for name in ("hidden_dims", "disc_hidden_dims"):
+        if any(h <= 0 for h in m[name]):
+            raise ConfigError(f"model.{name} must hold positive sizes, got {list(m[name])}")
+    _check_variant(cfg)
+    for phase in ("", ".recon", ".disc", ".gen", ".classify"):
+        betas = OmegaConf.select(cfg, f"optim{phase}.betas")
+        if betas is not None and (len(betas) != 2 or not all(0 <= b < 1 for b in betas)):
+            raise ConfigError(f"optim{phase}.betas must be two numbers in [0, 1), got {list(betas)}")
+
+
+def _check_variant(cfg: DictConfig) -> None:
+    """Settings that only make sense together."""
+    m, labels = cfg.model, cfg.data.labels_per_class
+    if m.prior in ("mixture", "swiss_roll") and m.latent_dim != 2:
+        raise ConfigError(f"model.prior={m.prior} is 2-D; set model.latent_dim=2 (got {m.latent_dim})")
+    if m.variant == "supervised" and labels:
+        raise ConfigError("model.variant=supervised trains on every label; set data.labels_per_class=0")
+    if m.variant == "semi_supervised" and not labels:
+        raise ConfigError("model.variant=semi_supervised needs data.labels_per_class > 0 (10 or 100 in the paper)")
+    if m.variant == "clustering":
+        if labels:
+            raise ConfigError("model.variant=clustering uses no labels; set data.labels_per_class=0")
+        if m.n_clusters < 2:
+            raise ConfigError(f"model.n_clusters must be at least 2, got {m.n_clusters}")
+    if m.label_regularized and (m.variant != "aae" or m.prior not in ("mixture", "swiss_roll")):
+        raise ConfigError("model.label_regularized needs model.variant=aae and model.prior=mixture or swiss_roll")
+    if m.variant == "vae" and (m.prior != "gaussian" or m.prior_std != 1.0):
+        raise ConfigError("model.variant=vae matches N(0, I): set model.prior=gaussian and model.prior_std=1.0")
+
+
+def load_config(path: Optional[str | os.PathLike] = None, overrides: Optional[List[str]] = None) -> DictConfig:
+    """Schema <- YAML file <- dotlist overrides, validated and resolved.
+
+    Raises ConfigError (one line naming the key or file) on any problem.
+    """
+    cfg = OmegaConf.structured(Config)
+    sources = []
+    if path is not None:
+        sources.append((_read_yaml(Path(path)), str(path)))
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' must look like key=value")
+        key = item.split("=", 1)[0]
+        try:
+            sources.append((OmegaConf.from_dotlist([item]), f"override {key}"))
+        except OmegaConfBaseException as exc:
+            raise ConfigError(f"cannot parse override '{item}': {_one_line(exc)}") from None
+    for src, name in sources:
+        try:
+            cfg = OmegaConf.merge(cfg, src)
+        except OmegaConfBaseException as exc:
+            raise _key_error(exc, name) from None
+    try:
+        OmegaConf.resolve(cfg)
+    except OmegaConfBaseException as exc:
+        raise _key_error(exc, "interpolation") from None
+    _check_choices(cfg)
+    return cfg
+
+
+def to_yaml(cfg: DictConfig) -> str:
+    return OmegaConf.to_yaml(cfg)

@@ -1,0 +1,210 @@
+"""train(cfg) -> final metrics: builds the DataModule, module, logger, callbacks and Trainer."""
+from __future__ import annotations
+
+import netrc
+import os
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
+from omegaconf import DictConfig, OmegaConf
+
+from .config import ConfigError
+from .data import MNISTDataModule
+from .models import build_module, checkpoint_variant
+
+RUN_DIR_ENV = "AAE_RUN_DIR"  # shared with the DDP worker processes Lightning starts
+
+
+def wandb_mode(requested: str) -> str:
+    """offline / online / disabled; `auto` is online only when the user is logged in to W&B."""
+    if requested != "auto":
+        return requested
+    if os.environ.get("WANDB_MODE") in ("online", "offline", "disabled"):
+        return os.environ["WANDB_MODE"]
+    if os.environ.get("WANDB_API_KEY"):
+        return "online"
+    try:
+        if netrc.netrc().authenticators("api.wandb.ai"):
+            return "online"
+    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        pass
+    return "offline"
+
+
+def _run_name(cfg: DictConfig) -> str:
+    if cfg.logger.name:
+        return cfg.logger.name
+    m = cfg.model
+    return f"{m.variant}-z{m.latent_dim}-{m.prior}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _new_run_dir(cfg: DictConfig) -> Path:
+    base = Path(cfg.output_dir) / cfg.model.variant
+    name = _run_name(cfg)
+    run_dir, k = base / name, 1
+    while run_dir.exists():  # never write into an earlier run
+        run_dir, k = base / f"{name}-{k}", k + 1
+    return run_dir
+
+
+def _find_last(cfg: DictConfig) -> Path:
+    base = Path(cfg.output_dir) / cfg.model.variant
+    pattern = f"{cfg.logger.name}*/checkpoints/last.ckpt" if cfg.logger.name else "*/checkpoints/last.ckpt"
+    found = sorted(base.glob(pattern), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise ConfigError(f"ckpt_path=last but no last.ckpt under {base}")
+    return found[-1]
+
+
+def resolve_checkpoint(cfg: DictConfig) -> Optional[Path]:
+    """The checkpoint to resume from, checked to exist and to hold this config's variant."""
+    if not cfg.ckpt_path:
+        return None
+    path = _find_last(cfg) if cfg.ckpt_path == "last" else Path(cfg.ckpt_path)
+    if not path.is_file():
+        raise ConfigError(f"ckpt_path not found: {path}")
+    try:
+        variant = checkpoint_variant(str(path))
+    except Exception as exc:
+        raise ConfigError(f"ckpt_path {path} is not a readable checkpoint ({type(exc).__name__})") from None
+    if variant != cfg.model.variant:
+        raise ConfigError(f"ckpt_path {path} is a '{variant}' checkpoint, but model.variant is '{cfg.model.variant}'")
+    return path
+
+
+def _run_dir_for(cfg: DictConfig, ckpt: Optional[Path]) -> Path:
+    if os.environ.get(RUN_DIR_ENV):
+        return Path(os.environ[RUN_DIR_ENV])
+    if ckpt is not None and ckpt.parent.name == "checkpoints" and (ckpt.parent.parent / "config.yaml").is_file():
+        return ckpt.parent.parent  # resuming: keep writing into the same run
+    return _new_run_dir(cfg)
+
+
+def build_logger(cfg: DictConfig, run_dir: Path):
+    """A WandbLogger (offline unless logged in), or None when disabled or W&B cannot start."""
+    mode = wandb_mode(cfg.logger.mode)
+    if not cfg.logger.enabled or mode == "disabled":
+        return None
+    from lightning.pytorch.loggers import WandbLogger
+
+    id_file = run_dir / "wandb_id"
+    run_id = id_file.read_text().strip() if id_file.is_file() else None
+    save_dir = Path(cfg.logger.save_dir)
+    try:
+        save_dir.mkdir(parents=True, exist_ok=True)
+        logger = WandbLogger(
+            project=cfg.logger.project, entity=cfg.logger.entity, name=run_dir.name,
+            group=cfg.logger.group or cfg.model.variant, tags=list(cfg.logger.tags) or None,
+            save_dir=str(save_dir), offline=(mode == "offline"), id=run_id, resume="allow" if run_id else None,
+            config=OmegaConf.to_container(cfg, resolve=True), job_type="train",
+        )
+        experiment = logger.experiment  # starts the run now, so a failure is caught here
+        if L.fabric.utilities.rank_zero.rank_zero_only.rank == 0 and getattr(experiment, "id", None):
+            id_file.write_text(experiment.id)
+        return logger
+    except Exception as exc:  # W&B must never stop training
+        warnings.warn(f"W&B could not start ({type(exc).__name__}: {exc}); training goes on without it")
+        return None
+
+
+def build_callbacks(cfg: DictConfig, run_dir: Path) -> list:
+    from callbacks import FiguresCallback
+
+    c = cfg.callbacks
+    result = [
+        ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="epoch{epoch:03d}", auto_insert_metric_name=False,
+                        monitor=c.checkpoint.monitor, mode=c.checkpoint.mode, save_top_k=c.checkpoint.save_top_k,
+                        save_last=c.checkpoint.save_last),
+    ]
+    if cfg.trainer.enable_progress_bar is not False:
+        result.append(TQDMProgressBar(refresh_rate=c.progress_bar_refresh_rate))
+    if c.figures.enabled:
+        result.append(FiguresCallback(run_dir / "figures", c.figures.every_n_epochs, c.figures.n_images,
+                                      c.figures.max_points, seed=cfg.seed))
+    return result
+
+
+def trainer_kwargs(cfg: DictConfig) -> Dict[str, Any]:
+    kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
+    devices, nodes = kwargs.get("devices"), kwargs.get("num_nodes") or 1
+    several = nodes > 1 or (isinstance(devices, int) and devices > 1) or (isinstance(devices, list) and len(devices) > 1) \
+        or (isinstance(devices, str) and devices.isdigit() and int(devices) > 1) or devices == -1
+    if several and kwargs.get("strategy") == "auto":
+        # every AAE phase leaves some parameters without gradients; plain ddp refuses that
+        kwargs["strategy"] = "ddp_find_unused_parameters_true"
+    return kwargs
+
+
+def _scalars(metrics: Dict[str, Any]) -> Dict[str, float]:
+    out = {}
+    for k, v in metrics.items():
+        if isinstance(v, torch.Tensor) and v.numel() == 1:
+            out[k] = float(v)
+        elif isinstance(v, (int, float)):
+            out[k] = float(v)
+    return out
+
+
+def train(cfg: DictConfig, verbose: bool = True) -> Dict[str, float]:
+    """Fit, test on the 10,000 MNIST test images, and return the final metrics as floats."""
+    ckpt = resolve_checkpoint(cfg)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule = MNISTDataModule.from_config(cfg.data)
+    datamodule.prepare_data()  # fail on missing data before anything is written
+
+    run_dir = _run_dir_for(cfg, ckpt)
+    os.environ[RUN_DIR_ENV] = str(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    is_zero = int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
+    if is_zero:
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+
+    module = build_module(cfg)
+    logger = build_logger(cfg, run_dir)  # every rank: non-zero ranks get W&B's dummy run
+    callbacks = build_callbacks(cfg, run_dir)
+    trainer = L.Trainer(**trainer_kwargs(cfg), logger=logger if logger is not None else False,
+                        callbacks=callbacks, default_root_dir=str(run_dir))
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt) if ckpt else None)
+        if trainer.interrupted:
+            last = run_dir / "checkpoints" / "last.ckpt"
+            trainer.save_checkpoint(last)
+            if trainer.is_global_zero:
+                print(f"interrupted: saved {last}; resume with ckpt_path={last}")
+            return _scalars(trainer.callback_metrics)
+        metrics = _scalars(trainer.callback_metrics)  # the last epoch's train/ and val/ figures
+        checkpoint_cb = trainer.checkpoint_callback
+        best = checkpoint_cb.best_model_path if checkpoint_cb is not None else ""
+        trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
+        metrics.update(_scalars(trainer.callback_metrics))
+        if logger is not None and trainer.is_global_zero:
+            logger.experiment.summary.update({k: v for k, v in metrics.items() if k.startswith("test/")})
+    finally:
+        os.environ.pop(RUN_DIR_ENV, None)
+    if verbose and trainer.is_global_zero:
+        _print_summary(run_dir, trainer, logger, metrics)
+    return metrics
+
+
+def _print_summary(run_dir: Path, trainer, logger, metrics: Dict[str, float]) -> None:
+    cb = trainer.checkpoint_callback
+    lines = [f"run folder:   {run_dir}"]
+    if cb is not None and cb.best_model_path:
+        lines.append(f"best ckpt:    {cb.best_model_path}")
+    if cb is not None and cb.last_model_path:
+        lines.append(f"last ckpt:    {cb.last_model_path}")
+    if (run_dir / "figures").is_dir():
+        lines.append(f"figures:      {run_dir / 'figures'}")
+    if logger is not None:
+        exp = logger.experiment
+        lines.append(f"W&B run:      {getattr(exp, 'dir', '')}")
+        if getattr(exp, "offline", False) or getattr(getattr(exp, "settings", None), "mode", "") == "offline":
+            lines.append(f"              upload later with: wandb sync {Path(exp.dir).parent}")
+    for k in sorted(k for k in metrics if k.startswith("test/")):
+        lines.append(f"{k:<28s}{metrics[k]:.5g}")
+    print("\n".join(lines))

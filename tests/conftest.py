@@ -1,0 +1,38 @@
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+# Tests never touch the network or the user's W&B account.
+os.environ["WANDB_MODE"] = "offline"
+os.environ.pop("WANDB_API_KEY", None)
+os.environ.setdefault("WANDB_SILENT", "true")
+
+
+def mnist_root() -> Path:
+    """AAE_DATA_DIR, else ../shared/data, else ./data: the first holding MNIST/raw."""
+    candidates = [Path(os.environ["AAE_DATA_DIR"])] if os.environ.get("AAE_DATA_DIR") else []
+    candidates += [SHARED_DATA, ROOT / "data"]
+    for root in candidates:
+        if (root / "MNIST" / "raw").is_dir():
+            return root
+    pytest.fail(f"the tests need MNIST under one of {[str(c) for c in candidates]} (set AAE_DATA_DIR)",
+                pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    return mnist_root()
+
+
+@pytest.fixture
+def quick_overrides(data_root, tmp_path):
+    """Overrides for a quick CPU run that writes only under tmp_path and needs no W&B."""
+    return [
+        f"data.root={data_root}", f"output_dir={tmp_path / 'runs'}", f"logger.save_dir={tmp_path}",
+        "logger.enabled=false", "trainer.accelerator=cpu", "trainer.devices=1",
+        "trainer.enable_model_summary=false", "trainer.enable_progress_bar=false",
+    ]

@@ -1,0 +1,40 @@
+"""An interrupted run resumed from its checkpoint ends exactly where the uninterrupted run ends."""
+from pathlib import Path
+
+import torch
+
+from lightning_aae.config import load_config
+from lightning_aae.training import train
+
+TINY = ["model.hidden_dims=[64]", "model.disc_hidden_dims=[32]", "callbacks.figures.enabled=false",
+        "trainer.limit_train_batches=8", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2",
+        "optim.scheduler=step", "optim.step_size=1", "seed=7"]
+
+
+def _last(out: Path) -> dict:
+    (ckpt,) = out.glob("*/*/checkpoints/last.ckpt")
+    return torch.load(ckpt, map_location="cpu", weights_only=False)
+
+
+def test_two_epochs_equal_one_plus_resumed_one(quick_overrides, tmp_path):
+    base = quick_overrides + TINY
+    straight = load_config("configs/aae.yaml", base + ["trainer.max_epochs=2", f"output_dir={tmp_path}/a"])
+    train(straight, verbose=False)
+    first = load_config("configs/aae.yaml", base + ["trainer.max_epochs=1", f"output_dir={tmp_path}/b"])
+    train(first, verbose=False)
+    resumed = load_config("configs/aae.yaml", base + ["trainer.max_epochs=2", f"output_dir={tmp_path}/b",
+                                                      "ckpt_path=last"])
+    train(resumed, verbose=False)
+
+    a, b = _last(tmp_path / "a"), _last(tmp_path / "b")
+    assert a["epoch"] == b["epoch"] == 1
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    for k in a["state_dict"]:
+        assert torch.equal(a["state_dict"][k], b["state_dict"][k]), k
+    assert len(a["optimizer_states"]) == 3  # recon, disc, gen
+    for sa, sb in zip(a["optimizer_states"], b["optimizer_states"]):
+        for (pa, ta), (pb, tb) in zip(sorted(sa["state"].items()), sorted(sb["state"].items())):
+            assert all(torch.equal(ta[k], tb[k]) for k in ta), (pa, pb)
+    assert [s["last_epoch"] for s in a["lr_schedulers"]] == [s["last_epoch"] for s in b["lr_schedulers"]] == [2] * 3
+    # the resumed run wrote into the first run's folder, not a new one
+    assert len(list((tmp_path / "b" / "aae").iterdir())) == 1
