@@ -17,6 +17,10 @@ from .config import ConfigError
 from .data import MNISTDataModule
 from .models import build_module, checkpoint_variant
 
+# Evaluation metrics are torchmetrics, synchronised before they are logged; Lightning cannot see that.
+warnings.filterwarnings("ignore", message=".*when logging on epoch level in distributed setting.*")
+warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*")
+
 RUN_DIR_ENV = "AAE_RUN_DIR"  # shared with the DDP worker processes Lightning starts
 
 
@@ -113,7 +117,7 @@ def build_logger(cfg: DictConfig, run_dir: Path):
 
 
 def build_callbacks(cfg: DictConfig, run_dir: Path) -> list:
-    from callbacks import FiguresCallback
+    from callbacks import EpochSummary, FiguresCallback
 
     c = cfg.callbacks
     result = [
@@ -123,6 +127,8 @@ def build_callbacks(cfg: DictConfig, run_dir: Path) -> list:
     ]
     if cfg.trainer.enable_progress_bar is not False:
         result.append(TQDMProgressBar(refresh_rate=c.progress_bar_refresh_rate))
+    else:
+        result.append(EpochSummary())
     if c.figures.enabled:
         result.append(FiguresCallback(run_dir / "figures", c.figures.every_n_epochs, c.figures.n_images,
                                       c.figures.max_points, seed=cfg.seed))
@@ -150,7 +156,7 @@ def _scalars(metrics: Dict[str, Any]) -> Dict[str, float]:
     return out
 
 
-def train(cfg: DictConfig, verbose: bool = True) -> Dict[str, float]:
+def train(cfg: DictConfig, verbose: bool = True, extra_callbacks: Optional[list] = None) -> Dict[str, float]:
     """Fit, test on the 10,000 MNIST test images, and return the final metrics as floats."""
     ckpt = resolve_checkpoint(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -166,7 +172,7 @@ def train(cfg: DictConfig, verbose: bool = True) -> Dict[str, float]:
 
     module = build_module(cfg)
     logger = build_logger(cfg, run_dir)  # every rank: non-zero ranks get W&B's dummy run
-    callbacks = build_callbacks(cfg, run_dir)
+    callbacks = build_callbacks(cfg, run_dir) + list(extra_callbacks or [])
     trainer = L.Trainer(**trainer_kwargs(cfg), logger=logger if logger is not None else False,
                         callbacks=callbacks, default_root_dir=str(run_dir))
     try:

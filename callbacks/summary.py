@@ -1,0 +1,28 @@
+"""One line per epoch on stdout: for logs of background runs, where a progress bar is noise."""
+from __future__ import annotations
+
+import time
+
+from lightning.pytorch.callbacks import Callback
+
+
+class EpochSummary(Callback):
+    """Prints the epoch's wall time and its train/ and val/ epoch metrics (rank 0 only)."""
+
+    KEYS = ("train/recon_loss_epoch", "train/class_loss_epoch", "val/recon_loss", "val/error", "val/accuracy",
+            "val/cluster_error", "val/hungarian_accuracy", "val/code_mean_abs_max", "val/code_std_rel_err_max")
+
+    def __init__(self):
+        self._start = None
+
+    def on_train_epoch_start(self, trainer, module):
+        self._start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer, module):
+        if not trainer.is_global_zero or self._start is None:
+            return
+        m = trainer.callback_metrics
+        parts = [f"epoch {trainer.current_epoch}", f"{time.perf_counter() - self._start:.1f}s"]
+        parts += [f"{k}={float(m[k]):.4f}" for k in self.KEYS if k in m]
+        parts += [f"{k}={float(v):.3f}" for k, v in sorted(m.items()) if k.startswith("train/disc_acc_") and k.endswith("_epoch")]
+        print(" ".join(parts), flush=True)
