@@ -14,15 +14,26 @@ class EpochSummary(Callback):
 
     def __init__(self):
         self._start = None
+        self._line = None
 
     def on_train_epoch_start(self, trainer, module):
+        self._show(trainer)
         self._start = time.perf_counter()
 
     def on_train_epoch_end(self, trainer, module):
-        if not trainer.is_global_zero or self._start is None:
+        # the module logs its epoch means after the callbacks' hooks, so print at the next start
+        self._line = (trainer.current_epoch, time.perf_counter() - self._start)
+
+    def on_train_end(self, trainer, module):
+        self._show(trainer)
+
+    def _show(self, trainer):
+        if not trainer.is_global_zero or self._line is None:
             return
+        epoch, seconds = self._line
+        self._line = None
         m = trainer.callback_metrics
-        parts = [f"epoch {trainer.current_epoch}", f"{time.perf_counter() - self._start:.1f}s"]
+        parts = [f"epoch {epoch}", f"{seconds:.1f}s"]
         parts += [f"{k}={float(m[k]):.4f}" for k in self.KEYS if k in m]
         parts += [f"{k}={float(v):.3f}" for k, v in sorted(m.items()) if k.startswith("train/disc_acc_") and k.endswith("_epoch")]
         print(" ".join(parts), flush=True)

@@ -7,6 +7,8 @@ from typing import List, Optional
 
 from .config import ConfigError, load_config
 from .data import DataError
+from .models import DivergenceError
+from .training import train
 
 USAGE = "python train.py --config configs/aae.yaml [key.sub=value ...]"
 
@@ -21,12 +23,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     try:
         cfg = load_config(args.config, args.overrides)
-        from .training import train  # imported late: Lightning takes seconds to import
-
         train(cfg)
     except (ConfigError, DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except DivergenceError as exc:
+        print(f"error: training diverged: {exc}", file=sys.stderr)
+        return 3
     return 0
 
 

@@ -195,6 +195,12 @@ class MNISTDataModule(L.LightningDataModule):
                 load_mnist(root, "train", download=False)  # raises the explanatory error
             _download(root)
 
+    def check_splits(self) -> None:
+        """Fail now, with the setting named, if the splits cannot be made (reads only the labels)."""
+        count = MNIST_FILES["train"][2]
+        labels = read_idx(_raw_dir(Path(self.root).expanduser()) / MNIST_FILES["train"][1], count, ())
+        split_indices(labels.long(), self.val_size, self.labels_per_class, self.split_seed)
+
     def _device(self) -> torch.device:
         trainer = getattr(self, "trainer", None)
         if self.on_device and trainer is not None:

@@ -246,14 +246,17 @@ class AAEBase(L.LightningModule):
         if self._interval_batches >= self.log_every_n_steps:
             self._flush_interval()
 
+    _PHASE_OF_STAT = {"recon_loss": "recon", "disc_loss": "disc", "gen_loss": "gen", "class_loss": "classify"}
+
     def _check_finite(self, sums: torch.Tensor) -> None:
         bad = ~torch.isfinite(sums)
         if bool(bad.any()):
             names = [n for n, b in zip(self._stat_names, bad.tolist()) if b]
+            phases = sorted({self._PHASE_OF_STAT.get(n, "disc") for n in names})
             raise DivergenceError(
-                f"non-finite {', '.join(names)} at epoch {self.current_epoch}, "
-                f"batch {self._epoch_batches} (checked every {self.log_every_n_steps} batches); "
-                "lower the learning rate or set optim.grad_clip"
+                f"non-finite loss in phase {', '.join(phases)} ({', '.join(names)}) at epoch {self.current_epoch}, "
+                f"batch {self._epoch_batches}, global step {self.global_step} (checked every "
+                f"{self.log_every_n_steps} batches); lower the learning rate or set optim.grad_clip"
             )
 
     def _flush_interval(self) -> None:
@@ -269,6 +272,11 @@ class AAEBase(L.LightningModule):
         if self._interval_sums is not None:
             self._interval_sums.zero_()
             self._epoch_sums.zero_()
+
+    def on_validation_epoch_start(self) -> None:
+        # before validation, so a checkpoint is never written from diverged weights
+        if self.trainer.training and self._epoch_batches:
+            self._check_finite(self._epoch_sums)
 
     def on_train_epoch_end(self) -> None:
         if self._epoch_batches:
@@ -491,6 +499,7 @@ class ClusteringAAE(SemiSupervisedAAE):
         self.cluster_labels = self.assign_clusters(val.x, val.y)
 
     def on_validation_epoch_start(self) -> None:
+        super().on_validation_epoch_start()
         self._refresh_assignment()
 
     def on_test_epoch_start(self) -> None:

@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from .config import ConfigError
 from .data import MNISTDataModule
-from .models import build_module, checkpoint_variant
+from .models import DivergenceError, build_module, checkpoint_variant
 
 # Evaluation metrics are torchmetrics, synchronised before they are logged; Lightning cannot see that.
 warnings.filterwarnings("ignore", message=".*when logging on epoch level in distributed setting.*")
@@ -117,13 +117,14 @@ def build_logger(cfg: DictConfig, run_dir: Path):
 
 
 def build_callbacks(cfg: DictConfig, run_dir: Path) -> list:
-    from callbacks import EpochSummary, FiguresCallback
+    from callbacks import EpochSummary, FiguresCallback, SaveOnInterrupt
 
     c = cfg.callbacks
     result = [
         ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="epoch{epoch:03d}", auto_insert_metric_name=False,
                         monitor=c.checkpoint.monitor, mode=c.checkpoint.mode, save_top_k=c.checkpoint.save_top_k,
                         save_last=c.checkpoint.save_last),
+        SaveOnInterrupt(run_dir / "checkpoints"),
     ]
     if cfg.trainer.enable_progress_bar is not False:
         result.append(TQDMProgressBar(refresh_rate=c.progress_bar_refresh_rate))
@@ -161,7 +162,8 @@ def train(cfg: DictConfig, verbose: bool = True, extra_callbacks: Optional[list]
     ckpt = resolve_checkpoint(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = MNISTDataModule.from_config(cfg.data)
-    datamodule.prepare_data()  # fail on missing data before anything is written
+    datamodule.prepare_data()  # fail on missing data or impossible splits before anything is written
+    datamodule.check_splits()
 
     run_dir = _run_dir_for(cfg, ckpt)
     os.environ[RUN_DIR_ENV] = str(run_dir)
@@ -177,12 +179,6 @@ def train(cfg: DictConfig, verbose: bool = True, extra_callbacks: Optional[list]
                         callbacks=callbacks, default_root_dir=str(run_dir))
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt) if ckpt else None)
-        if trainer.interrupted:
-            last = run_dir / "checkpoints" / "last.ckpt"
-            trainer.save_checkpoint(last)
-            if trainer.is_global_zero:
-                print(f"interrupted: saved {last}; resume with ckpt_path={last}")
-            return _scalars(trainer.callback_metrics)
         metrics = _scalars(trainer.callback_metrics)  # the last epoch's train/ and val/ figures
         checkpoint_cb = trainer.checkpoint_callback
         best = checkpoint_cb.best_model_path if checkpoint_cb is not None else ""
@@ -190,6 +186,10 @@ def train(cfg: DictConfig, verbose: bool = True, extra_callbacks: Optional[list]
         metrics.update(_scalars(trainer.callback_metrics))
         if logger is not None and trainer.is_global_zero:
             logger.experiment.summary.update({k: v for k, v in metrics.items() if k.startswith("test/")})
+    except DivergenceError:
+        if logger is not None and trainer.is_global_zero:
+            logger.experiment.finish(exit_code=1)  # the W&B run shows as failed
+        raise
     finally:
         os.environ.pop(RUN_DIR_ENV, None)
     if verbose and trainer.is_global_zero:
