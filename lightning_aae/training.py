@@ -82,8 +82,19 @@ def resolve_checkpoint(cfg: DictConfig) -> Optional[Path]:
 
 
 def _run_dir_for(cfg: DictConfig, ckpt: Optional[Path]) -> Path:
-    if os.environ.get(RUN_DIR_ENV):
+    """Rank 0 picks the folder; the other DDP processes are told, never guess (they would race)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():  # a later run in an already-launched DDP job
+        chosen = [str(_pick_run_dir(cfg, ckpt)) if dist.get_rank() == 0 else None]
+        dist.broadcast_object_list(chosen, src=0)
+        return Path(chosen[0])
+    if os.environ.get(RUN_DIR_ENV):  # a DDP worker started by Lightning from rank 0's process
         return Path(os.environ[RUN_DIR_ENV])
+    return _pick_run_dir(cfg, ckpt)
+
+
+def _pick_run_dir(cfg: DictConfig, ckpt: Optional[Path]) -> Path:
     if ckpt is not None and ckpt.parent.name == "checkpoints" and (ckpt.parent.parent / "config.yaml").is_file():
         return ckpt.parent.parent  # resuming: keep writing into the same run
     return _new_run_dir(cfg)

@@ -58,3 +58,8 @@ def test_checkpoint_from_two_processes_loads_on_one_device(ddp_run):
     with torch.no_grad():
         probs = module.classify(torch.rand(3, 784))
     assert probs.shape == (3, 10) and torch.allclose(probs.sum(1), torch.ones(3))
+
+
+@pytest.mark.parametrize("variant", CONFIGS)
+def test_both_processes_write_one_run_folder(ddp_run, variant):
+    assert [p.name for p in (ddp_run / "runs" / variant).iterdir()] == [variant]
