@@ -1,7 +1,7 @@
-"""Callbacks that turn a training run into figures, on W&B and as PNG files."""
-from .figures import FiguresCallback
+"""Callbacks that turn a training run into figures (W&B and PNG files), and keep it safe."""
+from .figures import FIGURES, build_figure_callbacks
 from .interrupt import SaveOnInterrupt
-from .publish import publish_image
+from .publish import publish_image, publish_wandb
 from .summary import EpochSummary
 
-__all__ = ["EpochSummary", "FiguresCallback", "SaveOnInterrupt", "publish_image"]
+__all__ = ["FIGURES", "EpochSummary", "SaveOnInterrupt", "build_figure_callbacks", "publish_image", "publish_wandb"]

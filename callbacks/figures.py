@@ -1,8 +1,14 @@
-"""Reconstructions, prior samples, the latent scatterplot and the latent manifold, every N epochs."""
+"""The figures of the AAE papers and tutorials, drawn during training and after testing.
+
+Every callback here works only through the module's public interface (`encode`, `decode`,
+`reconstruct`, `sample`, `sample_prior`, `classify`, `prior`), under no_grad in eval mode, on rank 0
+only, and sends what it draws through `publish_image` / `publish_wandb` (PNG in the run folder,
+W&B when attached). Validation figures come every `every_n_epochs` epochs, test figures once.
+"""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Dict, List, Optional
 
 import matplotlib
 
@@ -12,7 +18,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from lightning.pytorch.callbacks import Callback  # noqa: E402
 
-from .publish import figure_to_array, image_grid, publish_image  # noqa: E402
+from .publish import figure_to_array, image_grid, publish_image, publish_wandb  # noqa: E402
 
 
 def _images(t: torch.Tensor) -> np.ndarray:
@@ -33,91 +39,260 @@ def latent_scatter(codes: np.ndarray, labels: np.ndarray, prior: Optional[np.nda
         prior = np.concatenate([prior, np.zeros_like(prior)], 1) if prior is not None else None
     fig, ax = plt.subplots(figsize=(6, 6), dpi=100)
     if prior is not None:
-        ax.scatter(prior[:, 0], prior[:, 1], s=2, c="0.85", label="prior", rasterized=True)
+        ax.scatter(prior[:, 0], prior[:, 1], s=2, c="0.85", rasterized=True)
     sc = ax.scatter(codes[:, 0], codes[:, 1], s=2, c=labels, cmap="tab10", vmin=-0.5, vmax=9.5, rasterized=True)
     fig.colorbar(sc, ax=ax, ticks=range(10), label="digit")
-    ax.set_title(title + (" (PCA projection)" if projected else ""))
+    ax.set_title(title + (" (PCA projection)" if projected else "") + "; grey: prior samples", fontsize=10)
     ax.set_xlabel("PC 1" if projected else "z[0]")
     ax.set_ylabel("PC 2" if projected else "z[1]")
     fig.tight_layout()
     return fig
 
 
-class FiguresCallback(Callback):
-    """Figures of the validation set each `every_n_epochs` and of the test set after testing.
+def count_matrix_figure(counts: np.ndarray, title: str, ylabel: str, row_labels: Optional[List[str]] = None):
+    """A counts heatmap with digits across: a confusion matrix, or clusters against digits."""
+    fig, ax = plt.subplots(figsize=(6, max(4, 0.3 * len(counts) + 1.5)), dpi=100)
+    ax.imshow(counts, cmap="Blues", aspect="auto")
+    for (i, j), v in np.ndenumerate(counts):
+        if v:
+            ax.text(j, i, str(v), ha="center", va="center", fontsize=6,
+                    color="white" if v > counts.max() / 2 else "black")
+    ax.set_xticks(range(counts.shape[1]))
+    ax.set_yticks(range(counts.shape[0]), row_labels or [str(i) for i in range(counts.shape[0])], fontsize=7)
+    ax.set_xlabel("true digit")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
 
-    Works only through the module's public interface (`encode`, `decode`, `reconstruct`,
-    `sample_prior`, `prior`), under no_grad in eval mode, on rank 0 only.
-    """
 
-    def __init__(self, out_dir: Optional[str | Path] = None, every_n_epochs: int = 1, n_images: int = 10,
-                 max_points: int = 5000, seed: int = 0):
+class FigureCallback(Callback):
+    """Schedule shared by the figure callbacks: which stage, how often, which rank, which mode."""
+
+    stages = ("val", "test")
+
+    def __init__(self, out_dir: Optional[str | Path] = None, every_n_epochs: int = 1, seed: int = 0):
         self.out_dir = Path(out_dir) if out_dir is not None else None
-        self.every_n_epochs, self.n_images, self.max_points, self.seed = every_n_epochs, n_images, max_points, seed
-        self.saved: dict[str, Path] = {}
+        self.every_n_epochs, self.seed = every_n_epochs, seed
+        self.saved: Dict[str, Path] = {}
 
-    def _publish(self, trainer, key, image, caption=""):
+    def applies(self, module) -> bool:
+        return True
+
+    def draw(self, trainer, module, x: torch.Tensor, y: torch.Tensor, stage: str) -> None:
+        raise NotImplementedError
+
+    def publish(self, trainer, key: str, image: np.ndarray, caption: str = "") -> None:
         path = publish_image(trainer, key, image, self.out_dir, caption)
         if path is not None:
             self.saved[key] = path
 
-    @torch.no_grad()
-    def make_figures(self, trainer, module, x: torch.Tensor, y: torch.Tensor, stage: str) -> None:
+    def _run(self, trainer, module, stage: str) -> None:
+        if stage not in self.stages or not trainer.is_global_zero or not self.applies(module):
+            return
+        data = getattr(trainer.datamodule, stage)
         was_training = module.training
         module.eval()
         try:
-            g = torch.Generator().manual_seed(self.seed)
-            n = self.n_images
-            epoch = f"epoch {trainer.current_epoch}"
-            originals, labels = x[: n * 2], y[: n * 2]
-            recon = module.reconstruct(originals, labels)
-            pairs = torch.cat([originals[:n], recon[:n], originals[n:], recon[n:]])
-            self._publish(trainer, f"{stage}/reconstructions", image_grid(_images(pairs), n),
-                          f"{epoch}: originals above reconstructions")
-            if module.label_aware:
-                self._publish(trainer, f"{stage}/style_grid", self.style_grid(module, g),
-                              f"{epoch}: rows share a style z, columns are the categories")
-            else:
-                self._publish(trainer, f"{stage}/prior_samples",
-                              image_grid(_images(module.sample(n * n, generator=g)), n),
-                              f"{epoch}: decoder(z), z ~ prior")
-            idx = torch.randperm(len(x), generator=g)[: self.max_points].to(x.device)
-            codes = module.encode(x[idx]).float().cpu().numpy()
-            prior = module.sample_prior(len(idx), generator=g).float().cpu().numpy()
-            fig = latent_scatter(codes, y[idx].cpu().numpy(), prior, f"{stage} codes, {epoch}")
-            self._publish(trainer, f"{stage}/latent_scatter", figure_to_array(fig))
-            if codes.shape[1] == 2 and not module.label_aware:
-                self._publish(trainer, f"{stage}/latent_manifold", self.manifold(module),
-                              f"{epoch}: decoder over -2..2 prior std")
+            with torch.no_grad():
+                self.draw(trainer, module, data.x, data.y, stage)
         finally:
             module.train(was_training)
 
-    @torch.no_grad()
-    def manifold(self, module, steps: int = 20) -> np.ndarray:
-        """Decode a steps x steps grid spanning +-2 standard deviations of a 2-D prior."""
-        spread = 2 * module.prior.sample(20000, device="cpu").std(0)
-        a = torch.linspace(-1, 1, steps)
-        grid = torch.stack(torch.meshgrid(a.flip(0), a, indexing="ij"), -1).reshape(-1, 2)
-        z = torch.stack([grid[:, 1] * spread[0], grid[:, 0] * spread[1]], 1).to(module.device)
-        return image_grid(_images(module.decode(z)), steps, pad=0)
-
-    @torch.no_grad()
-    def style_grid(self, module, generator: torch.Generator, rows: int = 10) -> np.ndarray:
-        """Rows: one style z drawn from the prior each; columns: every category decoded with it."""
-        k = module.n_categories
-        z = module.sample_prior(rows, generator=generator).repeat_interleave(k, 0)
-        labels = torch.arange(k, device=module.device).repeat(rows)
-        return image_grid(_images(module.decode(z, labels)), k)
-
     def on_validation_epoch_end(self, trainer, module) -> None:
-        if trainer.sanity_checking or not trainer.is_global_zero:
+        if trainer.sanity_checking or trainer.state.fn != "fit":
             return
-        if (trainer.current_epoch + 1) % self.every_n_epochs and not trainer.fast_dev_run:
-            return
-        data = trainer.datamodule.val
-        self.make_figures(trainer, module, data.x, data.y, "val")
+        if (trainer.current_epoch + 1) % self.every_n_epochs == 0 or trainer.fast_dev_run \
+                or trainer.current_epoch + 1 == trainer.max_epochs:
+            self._run(trainer, module, "val")
 
     def on_test_epoch_end(self, trainer, module) -> None:
-        if trainer.is_global_zero:
-            data = trainer.datamodule.test
-            self.make_figures(trainer, module, data.x, data.y, "test")
+        self._run(trainer, module, "test")
+
+
+class ReconstructionFigure(FigureCallback):
+    """A fixed set of digits (the first of the set), originals above their reconstructions."""
+
+    def __init__(self, *args, n_images: int = 10, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.n = n_images
+
+    def draw(self, trainer, module, x, y, stage):
+        n = self.n
+        originals, labels = x[: 2 * n], y[: 2 * n]
+        recon = module.reconstruct(originals, labels)
+        rows = torch.cat([originals[:n], recon[:n], originals[n:], recon[n:]])
+        self.publish(trainer, f"{stage}/reconstructions", image_grid(_images(rows), n),
+                     f"epoch {trainer.current_epoch}: originals above reconstructions")
+
+
+class PriorSamplesFigure(FigureCallback):
+    """decoder(z) for z drawn from the prior; for label-aware variants one row per category."""
+
+    def __init__(self, *args, n_images: int = 10, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.n = n_images
+
+    def draw(self, trainer, module, x, y, stage):
+        g = torch.Generator().manual_seed(self.seed)
+        if module.label_aware:
+            k = module.n_categories
+            labels = torch.arange(k).repeat_interleave(self.n).to(module.device)
+            images = module.sample(len(labels), labels=labels, generator=g)
+            caption = "one row per category"
+        else:
+            images = module.sample(self.n * self.n, generator=g)
+            caption = "z ~ prior"
+        self.publish(trainer, f"{stage}/prior_samples", image_grid(_images(images), self.n),
+                     f"epoch {trainer.current_epoch}: decoder(z), {caption}")
+
+
+class LatentScatterFigure(FigureCallback):
+    """Codes of the set coloured by digit over the prior's samples; at test also a W&B table of (z, label)."""
+
+    def __init__(self, *args, max_points: int = 5000, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.max_points = max_points
+
+    def draw(self, trainer, module, x, y, stage):
+        g = torch.Generator().manual_seed(self.seed)
+        idx = torch.randperm(len(x), generator=g)[: self.max_points].to(x.device)
+        codes = module.encode(x[idx]).float().cpu().numpy()
+        labels = y[idx].cpu().numpy()
+        prior = module.sample_prior(len(idx), generator=g).float().cpu().numpy()
+        when = f"epoch {trainer.current_epoch}" if stage == "val" else "final model"
+        self.publish(trainer, f"{stage}/latent_scatter",
+                     figure_to_array(latent_scatter(codes, labels, prior, f"{stage} codes, {when}")))
+        if stage == "test":
+            import wandb
+
+            columns = [f"z{i}" for i in range(codes.shape[1])] + ["label"]
+            rows = [[*map(float, c), int(lab)] for c, lab in zip(codes, labels)]
+            publish_wandb(trainer, {f"{stage}/latent_table": lambda: wandb.Table(columns=columns, data=rows)})
+
+
+class ManifoldFigure(FigureCallback):
+    """For 2-D codes: the decoder over a grid spanning +-2 standard deviations of the prior."""
+
+    def __init__(self, *args, steps: int = 20, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.steps = steps
+
+    def applies(self, module):
+        return module.latent_dim == 2 and not module.label_aware
+
+    def draw(self, trainer, module, x, y, stage):
+        spread = 2 * module.prior.sample(20000, device="cpu").std(0)
+        a = torch.linspace(-1, 1, self.steps)
+        grid = torch.stack(torch.meshgrid(a.flip(0), a, indexing="ij"), -1).reshape(-1, 2)
+        z = torch.stack([grid[:, 1] * spread[0], grid[:, 0] * spread[1]], 1).to(module.device)
+        self.publish(trainer, f"{stage}/latent_manifold", image_grid(_images(module.decode(z)), self.steps, pad=0),
+                     f"epoch {trainer.current_epoch}: decoder over -2..2 prior std")
+
+
+class StyleGridFigure(FigureCallback):
+    """Rows: a style z from the prior, or the style of a real digit; columns: every category decoded with it."""
+
+    def __init__(self, *args, rows: int = 10, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.rows = rows
+
+    def applies(self, module):
+        return module.label_aware
+
+    def draw(self, trainer, module, x, y, stage):
+        k = module.n_categories
+        z = module.encode(x[: self.rows])  # styles of real digits: what the grid should carry across a row
+        originals = x[: self.rows]
+        grid = module.decode(z.repeat_interleave(k, 0), torch.arange(k, device=module.device).repeat(self.rows))
+        rows = torch.cat([originals.unsqueeze(1), grid.view(self.rows, k, -1)], 1).reshape(-1, x.shape[1])
+        self.publish(trainer, f"{stage}/style_grid", image_grid(_images(rows), k + 1),
+                     f"epoch {trainer.current_epoch}: left, a digit; right, its style with each category")
+
+
+class ClassificationFigure(FigureCallback):
+    """Confusion matrix (classifier variants) or clusters against digits (clustering)."""
+
+    def applies(self, module):
+        return hasattr(module, "classify")
+
+    def draw(self, trainer, module, x, y, stage):
+        pred = torch.cat([module.classify(x[i: i + 2000]).argmax(1) for i in range(0, len(x), 2000)])
+        k = module.n_categories
+        counts = torch.bincount(pred * 10 + y, minlength=k * 10).view(k, 10).cpu().numpy()
+        if module.has_classifier:
+            fig = count_matrix_figure(counts, f"{stage} confusion matrix, epoch {trainer.current_epoch}", "predicted")
+            if stage == "test":
+                import wandb
+
+                yt, yp = y.cpu().tolist(), pred.cpu().tolist()
+                publish_wandb(trainer, {f"{stage}/confusion_matrix_plot": lambda: wandb.plot.confusion_matrix(
+                    y_true=yt, preds=yp, class_names=[str(i) for i in range(10)])})
+        else:
+            assigned = getattr(module, "cluster_labels", None)
+            names = [f"{c} -> {int(assigned[c])}" if assigned is not None else str(c) for c in range(k)]
+            fig = count_matrix_figure(counts, f"{stage} clusters against digits, epoch {trainer.current_epoch}",
+                                      "cluster -> assigned digit", names)
+        self.publish(trainer, f"{stage}/" + ("confusion_matrix" if module.has_classifier else "clusters"),
+                     figure_to_array(fig))
+
+
+class TrainingHealthFigure(FigureCallback):
+    """Discriminator accuracy per discriminator and epoch: 0.5 is a fooled adversary, near 1 an overpowering one."""
+
+    stages = ("val",)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.history: Dict[str, List[float]] = {}
+
+    def applies(self, module):
+        return len(getattr(module, "discriminators", ())) > 0
+
+    def _collect(self, trainer) -> None:
+        for key, value in trainer.callback_metrics.items():
+            if key.startswith("train/disc_acc_") and key.endswith("_epoch"):
+                self.history.setdefault(key[len("train/disc_acc_"):-len("_epoch")], []).append(float(value))
+
+    # the module logs its epoch means after the callbacks' epoch-end hooks: read them at the next start
+    def on_train_epoch_start(self, trainer, module):
+        if trainer.current_epoch > 0:
+            self._collect(trainer)
+
+    def on_train_end(self, trainer, module):
+        self._collect(trainer)
+        if trainer.is_global_zero and self.applies(module):
+            self.draw(trainer, module, None, None, "train")
+
+    def draw(self, trainer, module, x, y, stage):
+        if not self.history:
+            return
+        fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+        for name, values in self.history.items():
+            ax.plot(range(1, len(values) + 1), values, marker="o", label=name)
+        ax.axhline(0.5, color="0.6", ls="--", lw=1)
+        ax.set_ylim(0, 1.02)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("discriminator accuracy")
+        ax.set_title("0.5: the encoder fools it; near 1: it overpowers the encoder", fontsize=9)
+        ax.legend()
+        fig.tight_layout()
+        self.publish(trainer, "train/discriminator_accuracy", figure_to_array(fig))
+
+
+FIGURES = {
+    "reconstructions": ReconstructionFigure,
+    "prior_samples": PriorSamplesFigure,
+    "latent_scatter": LatentScatterFigure,
+    "manifold": ManifoldFigure,
+    "style_grid": StyleGridFigure,
+    "classification": ClassificationFigure,
+    "training_health": TrainingHealthFigure,
+}
+
+
+def build_figure_callbacks(out_dir, kinds, every_n_epochs: int = 1, n_images: int = 10, max_points: int = 5000,
+                           seed: int = 0) -> List[FigureCallback]:
+    extra = {"reconstructions": {"n_images": n_images}, "prior_samples": {"n_images": n_images},
+             "latent_scatter": {"max_points": max_points}}
+    return [FIGURES[k](out_dir, every_n_epochs, seed, **extra.get(k, {})) for k in kinds]

@@ -44,3 +44,10 @@ def publish_image(trainer, key: str, image: np.ndarray, out_dir: Optional[Path],
             extra = {"caption": [caption]} if caption else {}
             logger.log_image(key=key, images=[image], step=trainer.global_step, **extra)
     return path
+
+
+def publish_wandb(trainer, items: dict) -> None:
+    """Log W&B-only objects (tables, plots) to every W&B logger; values are thunks, built only when needed."""
+    for logger in getattr(trainer, "loggers", []):
+        if isinstance(logger, WandbLogger):
+            logger.experiment.log({key: make() for key, make in items.items()})

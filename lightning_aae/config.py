@@ -23,6 +23,8 @@ PRIORS = ("gaussian", "mixture", "swiss_roll", "uniform")
 RECON_LOSSES = ("mse", "bce")
 SCHEDULERS = ("none", "step", "cosine", "exponential")
 LOGGER_MODES = ("auto", "offline", "online", "disabled")
+FIGURE_KINDS = ("reconstructions", "prior_samples", "latent_scatter", "manifold", "style_grid", "classification",
+                "training_health")
 
 
 class ConfigError(ValueError):
@@ -110,7 +112,10 @@ class FiguresConfig:
     enabled: bool = True
     every_n_epochs: int = 1
     n_images: int = 10  # digits per row in reconstruction / sample grids
-    max_points: int = 5000  # test codes in the latent scatterplot
+    max_points: int = 5000  # codes in the latent scatterplot
+    # figures drawn where they apply to the variant: reconstructions, prior_samples, latent_scatter,
+    # manifold, style_grid, classification, training_health
+    kinds: List[str] = field(default_factory=lambda: list(FIGURE_KINDS))
 
 
 @dataclass
@@ -214,6 +219,9 @@ def _check_choices(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key)
         if value not in valid:
             raise ConfigError(f"unknown {key} '{value}'; valid: {', '.join(valid)}")
+    unknown = [k for k in cfg.callbacks.figures.kinds if k not in FIGURE_KINDS]
+    if unknown:
+        raise ConfigError(f"unknown callbacks.figures.kinds '{unknown[0]}'; valid: {', '.join(FIGURE_KINDS)}")
     m, d, o = cfg.model, cfg.data, cfg.optim
     positive = {
         "model.latent_dim": m.latent_dim,

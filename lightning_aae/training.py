@@ -128,7 +128,7 @@ def build_logger(cfg: DictConfig, run_dir: Path):
 
 
 def build_callbacks(cfg: DictConfig, run_dir: Path) -> list:
-    from callbacks import EpochSummary, FiguresCallback, SaveOnInterrupt
+    from callbacks import EpochSummary, SaveOnInterrupt, build_figure_callbacks
 
     c = cfg.callbacks
     result = [
@@ -142,8 +142,8 @@ def build_callbacks(cfg: DictConfig, run_dir: Path) -> list:
     else:
         result.append(EpochSummary())
     if c.figures.enabled:
-        result.append(FiguresCallback(run_dir / "figures", c.figures.every_n_epochs, c.figures.n_images,
-                                      c.figures.max_points, seed=cfg.seed))
+        result += build_figure_callbacks(run_dir / "figures", list(c.figures.kinds), c.figures.every_n_epochs,
+                                         c.figures.n_images, c.figures.max_points, seed=cfg.seed)
     return result
 
 
@@ -205,6 +205,8 @@ def train(cfg: DictConfig, verbose: bool = True, extra_callbacks: Optional[list]
         os.environ.pop(RUN_DIR_ENV, None)
     if verbose and trainer.is_global_zero:
         _print_summary(run_dir, trainer, logger, metrics)
+    if logger is not None and trainer.is_global_zero:
+        logger.experiment.finish()  # one train() call is one W&B run, also when called again in-process
     return metrics
 
 
