@@ -290,6 +290,8 @@ class AAEBase(L.LightningModule):
 
     # ---- exact resume: the RNG streams travel with the checkpoint ---------------------------
     def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        if getattr(self, "run_config", None) is not None:
+            checkpoint["run_config"] = self.run_config  # data splits etc., for evaluate/generate
         checkpoint["rng_states"] = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available() and torch.cuda.is_initialized():
             checkpoint["rng_states"]["cuda"] = torch.cuda.get_rng_state_all()

@@ -184,6 +184,7 @@ def train(cfg: DictConfig, verbose: bool = True, extra_callbacks: Optional[list]
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
 
     module = build_module(cfg)
+    module.run_config = OmegaConf.to_container(cfg, resolve=True)
     logger = build_logger(cfg, run_dir)  # every rank: non-zero ranks get W&B's dummy run
     callbacks = build_callbacks(cfg, run_dir) + list(extra_callbacks or [])
     trainer = L.Trainer(**trainer_kwargs(cfg), logger=logger if logger is not None else False,

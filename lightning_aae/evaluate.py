@@ -1,0 +1,74 @@
+"""Test metrics of a checkpoint, on one device, over exactly the 10,000 MNIST test images.
+
+    python -m lightning_aae.evaluate runs/semi_supervised/<run>/checkpoints/last.ckpt
+    python -m lightning_aae.evaluate CKPT --parzen        # adds the Parzen-window log-likelihood
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+from .data import DataError, MNISTDataModule
+
+
+def datamodule_for(ckpt: dict, data_root: str | None) -> MNISTDataModule:
+    """The run's own data settings (splits, seed), with the data root overridable."""
+    data = dict((ckpt.get("run_config") or {}).get("data") or {})
+    if data_root:
+        data["root"] = data_root
+    elif os.environ.get("AAE_DATA_DIR"):
+        data["root"] = os.environ["AAE_DATA_DIR"]
+    data.setdefault("root", "data")
+    return MNISTDataModule(**data)
+
+
+def evaluate(ckpt_path: str, data_root: str | None = None, parzen: bool = False, n_samples: int = 10000) -> dict:
+    import lightning as L
+
+    from .models import load_module
+
+    if not Path(ckpt_path).is_file():
+        raise DataError(f"checkpoint not found: {ckpt_path}")
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    module = load_module(ckpt_path)
+    dm = datamodule_for(ckpt, data_root)
+    trainer = L.Trainer(accelerator="auto", devices=1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False)
+    trainer.test(module, datamodule=dm, verbose=False)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+    if parzen:
+        from .parzen import evaluate_parzen
+
+        result = evaluate_parzen(module.cpu().eval(), dm.val.x, dm.test.x, n_samples=n_samples)
+        metrics.update({f"test/{k}": v for k, v in result.items() if k != "sigma_scores"})
+    return metrics
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m lightning_aae.evaluate", description=__doc__.splitlines()[0])
+    p.add_argument("ckpt")
+    p.add_argument("--data-root", help="MNIST root (default: $AAE_DATA_DIR, else the run's data.root)")
+    p.add_argument("--parzen", action="store_true", help="also the Parzen-window log-likelihood (10k samples)")
+    p.add_argument("--samples", type=int, default=10000, help="generated samples for the Parzen window")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    args = p.parse_args(argv)
+    try:
+        metrics = evaluate(args.ckpt, args.data_root, args.parzen, args.samples)
+    except (DataError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(metrics, indent=2))
+    else:
+        for k in sorted(metrics):
+            print(f"{k:<28s}{metrics[k]:.6g}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

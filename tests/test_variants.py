@@ -1,0 +1,120 @@
+"""Behaviour of each variant that could fail: decoders, classifiers, cluster scores, priors."""
+import math
+
+import pytest
+import torch
+
+from lightning_aae.config import load_config
+from lightning_aae.metrics import assign_clusters_by_max_posterior, cluster_error, hungarian_accuracy
+from lightning_aae.models import VARIANT_CLASSES, build_module
+from lightning_aae.priors import make_prior
+from lightning_aae.training import train
+
+SMALL = ["model.hidden_dims=[128]", "model.disc_hidden_dims=[64]"]
+
+
+def module_for(config, *overrides):
+    return build_module(load_config(f"configs/{config}.yaml", SMALL + list(overrides))).eval()
+
+
+def test_supervised_decoder_output_changes_with_the_label_and_only_with_it():
+    torch.manual_seed(0)
+    m = module_for("supervised")
+    z = torch.randn(4, m.latent_dim)
+    threes, sevens = torch.full((4,), 3), torch.full((4,), 7)
+    with torch.no_grad():
+        a, again, b = m.decode(z, threes), m.decode(z, threes), m.decode(z, sevens)
+    assert torch.equal(a, again)
+    assert (a - b).abs().mean() > 1e-3
+    with pytest.raises(ValueError, match="labels"):
+        m.decode(z)
+
+
+def test_semi_supervised_encoder_splits_label_and_style():
+    m = module_for("semi_supervised")
+    x = torch.rand(5, 784)
+    with torch.no_grad():
+        probs, z = m.classify(x), m.encode(x)
+    assert probs.shape == (5, 10) and torch.allclose(probs.sum(1), torch.ones(5))
+    assert z.shape == (5, 10)
+    assert [type(o).__name__ for o in m.configure_optimizers()] == ["Adam"] * 4  # recon, disc, gen, classify
+    assert set(m.discriminators) == {"category", "style"}
+
+
+def test_semi_supervised_classifier_beats_chance_after_a_few_hundred_steps(quick_overrides):
+    cfg = load_config("configs/semi_supervised.yaml", quick_overrides + SMALL + [
+        "trainer.max_epochs=1", "trainer.limit_train_batches=300", "trainer.limit_val_batches=4",
+        "callbacks.figures.enabled=false", "data.labels_per_class=10"])
+    metrics = train(cfg, verbose=False)
+    assert metrics["test/n_images"] == 10000
+    assert metrics["test/accuracy"] > 0.5  # chance is 0.1; 100 labels
+    assert math.isclose(metrics["test/error"], 1 - metrics["test/accuracy"], abs_tol=1e-6)
+
+
+def test_cluster_error_rule():
+    # 3 clusters x 10 digits; cluster 0 holds only 1s, cluster 1 only 2s, cluster 2 splits 3s and 4s
+    counts = torch.zeros(3, 10, dtype=torch.long)
+    counts[0, 1], counts[1, 2], counts[2, 3], counts[2, 4] = 50, 30, 15, 5
+    perfect = torch.tensor([1, 2, 3])
+    assert cluster_error(counts[:2], perfect[:2]) == 0
+    assert cluster_error(counts, perfect).item() == pytest.approx(5 / 100)
+    assert cluster_error(counts, torch.tensor([1, 2, 4])).item() == pytest.approx(15 / 100)
+    assert hungarian_accuracy(counts) == pytest.approx(95 / 100)
+    # two clusters holding 7s: matching is one-to-one, so the second one counts as wrong
+    assert hungarian_accuracy(torch.tensor([[0] * 7 + [10, 0, 0], [0] * 7 + [10, 0, 0]])) == 0.5
+
+
+def test_each_cluster_takes_the_digit_of_its_most_confident_image():
+    probs = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.1, 0.9]])
+    labels = torch.tensor([5, 3, 7, 1])
+    assert assign_clusters_by_max_posterior(probs, labels).tolist() == [5, 1]
+
+
+@pytest.mark.parametrize("name", ["mixture", "swiss_roll"])
+def test_ten_part_priors_draw_each_label_from_its_own_part(name):
+    prior = make_prior(name, 2, 1.0)
+    torch.manual_seed(0)
+    centres = torch.stack([prior.sample_given(torch.full((2000,), k)).mean(0) for k in range(10)])
+    gaps = torch.cdist(centres, centres) + torch.eye(10) * 100
+    assert gaps.min() > 0.3  # the ten parts are apart
+    unlabeled = prior.sample_given(torch.full((5000,), -1))
+    assert unlabeled.shape == (5000, 2) and torch.isfinite(unlabeled).all()
+
+
+def test_uniform_and_gaussian_priors_have_the_configured_spread():
+    torch.manual_seed(0)
+    for name in ("gaussian", "uniform"):
+        s = make_prior(name, 3, 2.0).sample(50000)
+        assert torch.allclose(s.std(0), torch.full((3,), 2.0), rtol=0.03)
+
+
+def test_label_regularized_discriminator_sees_the_label_slot():
+    m = module_for("aae_label_regularized")
+    x, y = torch.rand(6, 784), torch.tensor([0, 1, 2, -1, -1, 9])
+    (fake, real), = m.adversary_inputs(x, y, None).values()
+    assert fake.shape == real.shape == (6, 2 + 11)
+    assert torch.equal(fake[:, 2:], real[:, 2:]) and fake[3, 2 + 10] == 1  # unlabeled -> 11th slot
+
+
+def test_vae_training_loss_includes_the_kl_term():
+    m = module_for("vae")
+    x = torch.rand(8, 784)
+    torch.manual_seed(0)
+    with_kl = m.training_reconstruction_loss(x, None)
+    m.model_cfg["kl_weight"] = 0.0
+    torch.manual_seed(0)
+    without = m.training_reconstruction_loss(x, None)
+    assert with_kl > without
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANT_CLASSES))
+def test_conv_blocks_work_for_every_variant(variant):
+    config = {"aae": "aae", "autoencoder": "autoencoder", "supervised": "supervised", "vae": "vae",
+              "semi_supervised": "semi_supervised", "clustering": "clustering"}[variant]
+    m = module_for(config, "model.arch=conv", "model.batch_norm=true")
+    x = torch.rand(3, 784)
+    y = torch.tensor([1, 2, 3])
+    with torch.no_grad():
+        assert m.reconstruct(x, y).shape == (3, 784)
+        assert m.encode(x).shape == (3, m.latent_dim)
+    assert not any(isinstance(mod, torch.nn.BatchNorm2d) for mod in m.discriminators.modules())
