@@ -119,7 +119,7 @@ def reference(variant: str, batch_size: int, epochs: int, limit: int | None, dat
 
 
 def project(variant: str, batch_size: int, epochs: int, limit: int | None, data_root: str, device: str,
-            devices: int) -> dict:
+            devices: int, extra: list[str] | None = None) -> dict:
     """The project's own path: train(cfg) with the variant's config and the defaults a user gets."""
     import lightning as L
     import torch
@@ -158,6 +158,7 @@ def project(variant: str, batch_size: int, epochs: int, limit: int | None, data_
     if limit:
         overrides += [f"trainer.limit_train_batches={limit}", f"trainer.limit_val_batches={max(1, limit // 10)}",
                       "trainer.limit_test_batches=1"]
+    overrides += list(extra or [])
     timer = EpochTimer()
     train(load_config(ROOT / CONFIG[variant], overrides), verbose=False, extra_callbacks=[timer])
     if int(os.environ.get("LOCAL_RANK", 0)) != 0:
@@ -177,7 +178,7 @@ def _worker(args) -> None:
         res = reference(args.variant[0], args.batch_size[0], args.epochs, args.limit_batches, args.data_root, args.device)
     else:
         res = project(args.variant[0], args.batch_size[0], args.epochs, args.limit_batches, args.data_root,
-                      args.device, args.devices[0])
+                      args.device, args.devices[0], args.override)
     if res:
         print("RESULT " + json.dumps(res), flush=True)
 
@@ -188,6 +189,8 @@ def _run(kind: str, variant: str, batch: int, devices: int, args) -> dict:
            "--device", args.device, "--devices", str(devices)]
     if args.limit_batches:
         cmd += ["--limit-batches", str(args.limit_batches)]
+    for o in args.override:
+        cmd += ["--override", o]
     env = dict(os.environ, WANDB_MODE="offline", WANDB_SILENT="true")
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
@@ -206,6 +209,8 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--skip-reference", action="store_true")
     p.add_argument("--data-root", default=os.environ.get("AAE_DATA_DIR", "data"))
+    p.add_argument("--override", action="append", default=[],
+                   help="extra config override for the project's runs (repeatable), e.g. callbacks.figures.enabled=false")
     p.add_argument("--json", help="also write the results to this file")
     p.add_argument("--worker", choices=["reference", "project"], help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -216,7 +221,8 @@ def main(argv=None) -> int:
     import torch
 
     print(f"# {time.strftime('%Y-%m-%d %H:%M')} | {platform.node()} | {platform.processor() or platform.machine()} | "
-          f"{os.cpu_count()} CPUs | torch {torch.__version__} | threads {torch.get_num_threads()} | device {args.device}")
+          f"{os.cpu_count()} CPUs | torch {torch.__version__} | threads {torch.get_num_threads()} | device {args.device}"
+          + (f" | overrides {' '.join(args.override)}" if args.override else ""))
     header = (f"{'variant':<16}{'batch':>6}{'dev':>4}{'steps':>6}{'ref s/ep':>10}{'proj s/ep':>10}"
               f"{'ratio':>7}{'proj train s':>13}{'train ratio':>12}{'samples/s':>11}{'ref MB':>8}{'proj MB':>9}")
     print(header)
