@@ -1,7 +1,7 @@
 """The figures of the AAE papers and tutorials, drawn during training and after testing.
 
 Every callback here works only through the module's public interface (`encode`, `decode`,
-`reconstruct`, `sample`, `sample_prior`, `classify`, `prior`), under no_grad in eval mode, on rank 0
+`reconstruct`, `sample`, `sample_prior`, `style`, `classify`, `prior`), under no_grad in eval mode, on rank 0
 only, and sends what it draws through `publish_image` / `publish_wandb` (PNG in the run folder,
 W&B when attached). Validation figures come every `every_n_epochs` epochs, test figures once.
 """
@@ -202,7 +202,7 @@ class StyleGridFigure(FigureCallback):
 
     def draw(self, trainer, module, x, y, stage):
         k = module.n_categories
-        z = module.encode(x[: self.rows])  # styles of real digits: what the grid should carry across a row
+        z = module.style(x[: self.rows])  # styles of real digits: what the grid should carry across a row
         originals = x[: self.rows]
         grid = module.decode(z.repeat_interleave(k, 0), torch.arange(k, device=module.device).repeat(self.rows))
         rows = torch.cat([originals.unsqueeze(1), grid.view(self.rows, k, -1)], 1).reshape(-1, x.shape[1])

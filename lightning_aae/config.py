@@ -17,7 +17,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-VARIANTS = ("autoencoder", "aae", "supervised", "semi_supervised", "clustering", "vae")
+VARIANTS = ("autoencoder", "aae", "supervised", "semi_supervised", "clustering", "dim_reduction", "vae")
 ARCHS = ("mlp", "conv")
 PRIORS = ("gaussian", "mixture", "swiss_roll", "uniform")
 RECON_LOSSES = ("mse", "bce")
@@ -44,7 +44,9 @@ class ModelConfig:
     prior: str = "gaussian"
     prior_std: float = 1.0
     label_regularized: bool = False  # aae: the discriminator also sees the digit (paper Fig. 4)
-    n_clusters: int = 16  # clustering
+    n_clusters: int = 16  # clustering, dim_reduction
+    head_distance: float = 2.0  # dim_reduction: cluster heads closer than this are penalised
+    head_penalty: float = 1.0  # dim_reduction: weight of that hinge penalty
     kl_weight: float = 1.0  # vae
     recon_loss: str = "mse"
 
@@ -261,9 +263,9 @@ def _check_variant(cfg: DictConfig) -> None:
         raise ConfigError("model.variant=supervised trains on every label; set data.labels_per_class=0")
     if m.variant == "semi_supervised" and not labels:
         raise ConfigError("model.variant=semi_supervised needs data.labels_per_class > 0 (10 or 100 in the paper)")
-    if m.variant == "clustering":
+    if m.variant in ("clustering", "dim_reduction"):
         if labels:
-            raise ConfigError("model.variant=clustering uses no labels; set data.labels_per_class=0")
+            raise ConfigError(f"model.variant={m.variant} uses no labels; set data.labels_per_class=0")
         if m.n_clusters < 2:
             raise ConfigError(f"model.n_clusters must be at least 2, got {m.n_clusters}")
     if m.label_regularized and (m.variant != "aae" or m.prior not in ("mixture", "swiss_roll")):

@@ -104,6 +104,10 @@ class AAEBase(L.LightningModule):
         """The continuous code (the style, for variants that also infer a label)."""
         return self.encoder(x)
 
+    def style(self, x: torch.Tensor) -> torch.Tensor:
+        """The part of the code that decode(style, labels) combines with a label."""
+        return self.encode(x)
+
     def decoder_input(self, z: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
         return z
 
@@ -438,6 +442,9 @@ class SemiSupervisedAAE(AAEBase):
     def encode(self, x):
         return self._heads(x)[1]
 
+    def style(self, x):
+        return self._heads(x)[1]
+
     def classify(self, x: torch.Tensor) -> torch.Tensor:
         """q(y|x): class (or cluster) probabilities, [B, n_categories]."""
         return torch.softmax(self._heads(x)[0], 1)
@@ -525,6 +532,59 @@ class ClusteringAAE(SemiSupervisedAAE):
         return out
 
 
+class DimensionalityReductionAAE(ClusteringAAE):
+    """Dimensionality reduction (the paper's Section 7): representation = W_c y + z.
+
+    q(y|x) picks a cluster head (a learned row of W_c, n_clusters x latent_dim), the style z adds
+    a small Gaussian offset; the decoder sees only their sum, so the 2-D representation is what the
+    figures plot. A hinge penalty keeps the heads at least `model.head_distance` apart.
+    """
+
+    variant = "dim_reduction"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        g = torch.Generator().manual_seed(0)
+        self.cluster_heads = nn.Parameter(torch.randn(self.n_categories, self.latent_dim, generator=g))
+
+    def decoder_in_dim(self):
+        return self.latent_dim
+
+    def _phase_params(self):
+        params = super()._phase_params()
+        params["recon"] = params["recon"] + [self.cluster_heads]
+        return params
+
+    def represent(self, probs: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        return probs @ self.cluster_heads + z
+
+    def encode(self, x):
+        logits, z = self._heads(x)
+        return self.represent(torch.softmax(logits, 1), z)
+
+    def decoder_input(self, z, labels=None):
+        if labels is None:
+            return z  # already a representation
+        y = one_hot(labels, self.n_categories) if labels.dim() == 1 else labels
+        return self.represent(y, z)
+
+    def reconstruction_logits(self, x, labels=None):
+        return self.decoder(self.encode(x))
+
+    def head_penalty(self) -> torch.Tensor:
+        d = torch.pdist(self.cluster_heads)
+        return F.relu(self.model_cfg["head_distance"] - d).sum()
+
+    def training_reconstruction_loss(self, x, y):
+        return super().training_reconstruction_loss(x, y) + self.model_cfg["head_penalty"] * self.head_penalty()
+
+    def compute_eval_metrics(self, stage, metrics):
+        out = super().compute_eval_metrics(stage, metrics)
+        out.pop(f"{stage}/code_std_rel_err_max")  # the representation is not meant to match the style prior
+        out[f"{stage}/min_head_distance"] = torch.pdist(self.cluster_heads.detach()).min()
+        return out
+
+
 class VAE(AAEBase):
     """Variational autoencoder over the same blocks: a KL term to N(0, I) instead of an adversary."""
 
@@ -550,7 +610,8 @@ class VAE(AAEBase):
 
 
 VARIANT_CLASSES = {cls.variant: cls for cls in
-                   (Autoencoder, AdversarialAutoencoder, SupervisedAAE, SemiSupervisedAAE, ClusteringAAE, VAE)}
+                   (Autoencoder, AdversarialAutoencoder, SupervisedAAE, SemiSupervisedAAE, ClusteringAAE,
+                    DimensionalityReductionAAE, VAE)}
 
 
 def build_module(cfg: DictConfig) -> AAEBase:

@@ -110,7 +110,7 @@ def test_vae_training_loss_includes_the_kl_term():
 @pytest.mark.parametrize("variant", sorted(VARIANT_CLASSES))
 def test_conv_blocks_work_for_every_variant(variant):
     config = {"aae": "aae", "autoencoder": "autoencoder", "supervised": "supervised", "vae": "vae",
-              "semi_supervised": "semi_supervised", "clustering": "clustering"}[variant]
+              "semi_supervised": "semi_supervised", "clustering": "clustering", "dim_reduction": "dim_reduction"}[variant]
     m = module_for(config, "model.arch=conv", "model.batch_norm=true")
     x = torch.rand(3, 784)
     y = torch.tensor([1, 2, 3])
@@ -118,3 +118,16 @@ def test_conv_blocks_work_for_every_variant(variant):
         assert m.reconstruct(x, y).shape == (3, 784)
         assert m.encode(x).shape == (3, m.latent_dim)
     assert not any(isinstance(mod, torch.nn.BatchNorm2d) for mod in m.discriminators.modules())
+
+
+def test_dim_reduction_represents_head_plus_style_and_spreads_the_heads():
+    m = module_for("dim_reduction")
+    x = torch.rand(4, 784)
+    with torch.no_grad():
+        probs, style = m.classify(x), m._heads(x)[1]
+        assert torch.allclose(m.encode(x), probs @ m.cluster_heads + style, atol=1e-6)
+        m.cluster_heads.zero_()
+        assert m.head_penalty() == pytest.approx(2.0 * 20 * 19 / 2)  # every pair closer than 2
+        m.cluster_heads.copy_(torch.arange(20.0).unsqueeze(1).repeat(1, 2) * 10)
+        assert m.head_penalty() == 0
+    assert any(p is m.cluster_heads for p in m._phase_params()["recon"])
