@@ -147,11 +147,22 @@ def build_callbacks(cfg: DictConfig, run_dir: Path) -> list:
     return result
 
 
+def _device_count(devices: Any, accelerator: str) -> int:
+    """How many devices a Trainer with these arguments would use on this machine, as far as it matters here."""
+    if isinstance(devices, list):
+        return len(devices)
+    if isinstance(devices, str) and devices.strip().lstrip("-").isdigit():
+        devices = int(devices)
+    if isinstance(devices, int) and devices >= 0:
+        return devices
+    if accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available():  # "auto" or -1: every GPU
+        return torch.cuda.device_count()
+    return 1
+
+
 def trainer_kwargs(cfg: DictConfig) -> Dict[str, Any]:
     kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
-    devices, nodes = kwargs.get("devices"), kwargs.get("num_nodes") or 1
-    several = nodes > 1 or (isinstance(devices, int) and devices > 1) or (isinstance(devices, list) and len(devices) > 1) \
-        or (isinstance(devices, str) and devices.isdigit() and int(devices) > 1) or devices == -1
+    several = (kwargs.get("num_nodes") or 1) > 1 or _device_count(kwargs.get("devices"), kwargs.get("accelerator")) > 1
     if several and kwargs.get("strategy") == "auto":
         # every AAE phase leaves some parameters without gradients; plain ddp refuses that
         kwargs["strategy"] = "ddp_find_unused_parameters_true"

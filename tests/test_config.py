@@ -38,7 +38,7 @@ def test_bad_overrides_name_the_key(override, named):
 
 
 def test_unknown_variant_lists_the_valid_ones():
-    with pytest.raises(ConfigError, match="valid: autoencoder, aae, supervised, semi_supervised, clustering, vae"):
+    with pytest.raises(ConfigError, match="valid: autoencoder, aae, supervised, semi_supervised, clustering, dim_reduction, vae"):
         load_config(None, ["model.variant=gan"])
 
 
@@ -63,3 +63,16 @@ def test_bad_files_are_named(tmp_path, content, message):
     with pytest.raises(ConfigError, match=message) as err:
         load_config(f)
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("overrides, strategy", [
+    ([], "auto"),
+    (["trainer.devices=2"], "ddp_find_unused_parameters_true"),
+    (["trainer.devices=[0,1]"], "ddp_find_unused_parameters_true"),
+    (["trainer.num_nodes=2", "trainer.devices=1"], "ddp_find_unused_parameters_true"),
+    (["trainer.devices=2", "trainer.strategy=ddp_spawn"], "ddp_spawn"),
+])
+def test_several_devices_pick_a_strategy_that_allows_unused_parameters(overrides, strategy):
+    from lightning_aae.training import trainer_kwargs
+
+    assert trainer_kwargs(load_config(None, overrides))["strategy"] == strategy
