@@ -2,6 +2,7 @@
 
     python -m lightning_aae.evaluate runs/semi_supervised/<run>/checkpoints/last.ckpt
     python -m lightning_aae.evaluate CKPT --parzen        # adds the Parzen-window log-likelihood
+    python -m lightning_aae.evaluate CKPT --figures out/  # and the test-set figures as PNG files
 """
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ def datamodule_for(ckpt: dict, data_root: str | None) -> MNISTDataModule:
     return MNISTDataModule(**data)
 
 
-def evaluate(ckpt_path: str, data_root: str | None = None, parzen: bool = False, n_samples: int = 10000) -> dict:
+def evaluate(ckpt_path: str, data_root: str | None = None, parzen: bool = False, n_samples: int = 10000,
+             figures: str | None = None) -> dict:
     import lightning as L
 
     from .models import load_module
@@ -37,8 +39,13 @@ def evaluate(ckpt_path: str, data_root: str | None = None, parzen: bool = False,
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
     module = load_module(ckpt_path)
     dm = datamodule_for(ckpt, data_root)
+    callbacks = []
+    if figures:
+        from callbacks import FIGURES, build_figure_callbacks
+
+        callbacks = build_figure_callbacks(figures, list(FIGURES))
     trainer = L.Trainer(accelerator="auto", devices=1, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False)
+                        enable_progress_bar=False, enable_model_summary=False, callbacks=callbacks)
     trainer.test(module, datamodule=dm, verbose=False)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
     if parzen:
@@ -55,10 +62,11 @@ def main(argv=None) -> int:
     p.add_argument("--data-root", help="MNIST root (default: $AAE_DATA_DIR, else the run's data.root)")
     p.add_argument("--parzen", action="store_true", help="also the Parzen-window log-likelihood (10k samples)")
     p.add_argument("--samples", type=int, default=10000, help="generated samples for the Parzen window")
+    p.add_argument("--figures", help="also draw the test-set figures as PNG files into this folder")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = p.parse_args(argv)
     try:
-        metrics = evaluate(args.ckpt, args.data_root, args.parzen, args.samples)
+        metrics = evaluate(args.ckpt, args.data_root, args.parzen, args.samples, args.figures)
     except (DataError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

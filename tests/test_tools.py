@@ -33,10 +33,12 @@ def trained(tmp_path_factory, data_root):
 
 def test_evaluate_reproduces_the_runs_test_metrics(trained, data_root):
     metrics, best = trained
-    again = evaluate(str(best), str(data_root))
+    again = evaluate(str(best), str(data_root), figures=str(best.parent.parent / "eval-figures"))
     assert again["test/n_images"] == 10000
     for key in ("test/accuracy", "test/recon_loss", "test/code_std_rel_err_max"):
         assert again[key] == pytest.approx(metrics[key], abs=1e-6)
+    drawn = {p.name for p in (best.parent.parent / "eval-figures").glob("*.png")}
+    assert {"test_confusion_matrix.png", "test_style_grid.png", "test_latent_scatter.png"} <= drawn
 
 
 def test_evaluate_cli_names_a_missing_checkpoint(tmp_path):
