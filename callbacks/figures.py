@@ -182,7 +182,7 @@ class ManifoldFigure(FigureCallback):
         return module.latent_dim == 2 and not module.label_aware
 
     def draw(self, trainer, module, x, y, stage):
-        spread = 2 * module.prior.sample(20000, device="cpu").std(0)
+        spread = 2 * module.prior_std_per_dim()
         a = torch.linspace(-1, 1, self.steps)
         grid = torch.stack(torch.meshgrid(a.flip(0), a, indexing="ij"), -1).reshape(-1, 2)
         z = torch.stack([grid[:, 1] * spread[0], grid[:, 0] * spread[1]], 1).to(module.device)

@@ -51,7 +51,8 @@ def evaluate(ckpt_path: str, data_root: str | None = None, parzen: bool = False,
     if parzen:
         from .parzen import evaluate_parzen
 
-        result = evaluate_parzen(module.cpu().eval(), dm.val.x, dm.test.x, n_samples=n_samples)
+        dm.setup("fit")  # sigma is chosen on the validation set
+        result = evaluate_parzen(module.cpu().eval(), dm.val.x.cpu(), dm.test.x.cpu(), n_samples=n_samples)
         metrics.update({f"test/{k}": v for k, v in result.items() if k != "sigma_scores"})
     return metrics
 

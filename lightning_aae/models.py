@@ -123,6 +123,10 @@ class AAEBase(L.LightningModule):
             return self.prior.sample(n, device="cpu", generator=generator).to(self.device)
         return self.prior.sample(n, device=self.device)
 
+    def prior_std_per_dim(self) -> torch.Tensor:
+        """The prior's standard deviation per dimension, from a fixed set of 20,000 draws (deterministic)."""
+        return self.prior.sample(20000, device="cpu", generator=torch.Generator().manual_seed(0)).std(0)
+
     def sample(self, n: int, labels: Optional[torch.Tensor] = None,
                generator: Optional[torch.Generator] = None) -> torch.Tensor:
         """Decoded draws from the prior (for `labels`, where the variant knows digits)."""
@@ -319,7 +323,7 @@ class AAEBase(L.LightningModule):
 
     def compute_eval_metrics(self, stage: str, metrics: nn.ModuleDict) -> Dict[str, torch.Tensor]:
         stats = metrics["codes"].compute()
-        prior_std = self.prior.sample(20000, device="cpu").std(0).to(stats["std"].device)
+        prior_std = self.prior_std_per_dim().to(stats["std"].device)
         out = {
             f"{stage}/recon_loss": metrics["recon"].compute(),
             f"{stage}/n_images": stats["count"].float(),

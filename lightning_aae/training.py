@@ -17,10 +17,6 @@ from .config import ConfigError
 from .data import MNISTDataModule
 from .models import DivergenceError, build_module, checkpoint_variant
 
-# Evaluation metrics are torchmetrics, synchronised before they are logged; Lightning cannot see that.
-warnings.filterwarnings("ignore", message=".*when logging on epoch level in distributed setting.*")
-warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*")
-
 RUN_DIR_ENV = "AAE_RUN_DIR"  # shared with the DDP worker processes Lightning starts
 
 
