@@ -128,7 +128,9 @@ def test_ctrl_c_saves_a_checkpoint(data_root, tmp_path):
             "trainer.enable_progress_bar=false", "trainer.max_epochs=50", "trainer.limit_train_batches=100",
             "model.hidden_dims=[256,256]", *TINY]
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # a shell started in the background (as CI may be) passes SIGINT down as ignored; a terminal does not
+    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     last = tmp_path / "runs" / "aae" / "int" / "checkpoints" / "last.ckpt"
     deadline = time.time() + 240
     while not last.exists() and proc.poll() is None and time.time() < deadline:
