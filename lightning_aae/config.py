@@ -302,7 +302,3 @@ def load_config(path: Optional[str | os.PathLike] = None, overrides: Optional[Li
         raise _key_error(exc, "interpolation") from None
     _check_choices(cfg)
     return cfg
-
-
-def to_yaml(cfg: DictConfig) -> str:
-    return OmegaConf.to_yaml(cfg)
