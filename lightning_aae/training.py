@@ -180,7 +180,8 @@ def train(cfg: DictConfig, verbose: bool = True, extra_callbacks: Optional[list]
     ckpt = resolve_checkpoint(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = MNISTDataModule.from_config(cfg.data)
-    datamodule.prepare_data()  # fail on missing data or impossible splits before anything is written
+    if int(os.environ.get("LOCAL_RANK", 0)) == 0:  # one download per node, never two writing one folder
+        datamodule.prepare_data()  # fail on missing data or impossible splits before anything is written
     datamodule.check_splits()
 
     run_dir = _run_dir_for(cfg, ckpt)
