@@ -280,6 +280,45 @@ class TrainingHealthFigure(FigureCallback):
         self.publish(trainer, "train/discriminator_accuracy", figure_to_array(fig))
 
 
+class AccuracyCurveFigure(FigureCallback):
+    """Validation accuracy per epoch (classifier variants), or Hungarian accuracy and 1 - cluster error (clustering)."""
+
+    stages = ("val",)
+    KEYS = {"val/accuracy": "accuracy", "val/hungarian_accuracy": "Hungarian accuracy",
+            "val/cluster_error": "1 - cluster error"}
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.history: Dict[str, List[float]] = {}
+
+    def applies(self, module):
+        return hasattr(module, "classify")
+
+    def on_validation_epoch_end(self, trainer, module):
+        pass  # the module logs its validation metrics after the callbacks' epoch-end hooks
+
+    def on_validation_end(self, trainer, module):
+        if trainer.sanity_checking or trainer.state.fn != "fit" or not self.applies(module):
+            return
+        for key, name in self.KEYS.items():
+            if key in trainer.callback_metrics:
+                value = float(trainer.callback_metrics[key])
+                self.history.setdefault(name, []).append(1 - value if key.endswith("error") else value)
+        if trainer.is_global_zero and self.history:
+            self.draw(trainer, module, None, None, "val")
+
+    def draw(self, trainer, module, x, y, stage):
+        fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+        for name, values in self.history.items():
+            ax.plot(range(1, len(values) + 1), values, marker="o", label=name)
+        ax.set_ylim(0, 1.02)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("validation")
+        ax.legend()
+        fig.tight_layout()
+        self.publish(trainer, "val/accuracy_curve", figure_to_array(fig))
+
+
 FIGURES = {
     "reconstructions": ReconstructionFigure,
     "prior_samples": PriorSamplesFigure,
@@ -287,6 +326,7 @@ FIGURES = {
     "manifold": ManifoldFigure,
     "style_grid": StyleGridFigure,
     "classification": ClassificationFigure,
+    "accuracy_curve": AccuracyCurveFigure,
     "training_health": TrainingHealthFigure,
 }
 

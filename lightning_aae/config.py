@@ -24,7 +24,7 @@ RECON_LOSSES = ("mse", "bce")
 SCHEDULERS = ("none", "step", "cosine", "exponential")
 LOGGER_MODES = ("auto", "offline", "online", "disabled")
 FIGURE_KINDS = ("reconstructions", "prior_samples", "latent_scatter", "manifold", "style_grid", "classification",
-                "training_health")
+                "accuracy_curve", "training_health")
 
 
 class ConfigError(ValueError):
@@ -116,7 +116,7 @@ class FiguresConfig:
     n_images: int = 10  # digits per row in reconstruction / sample grids
     max_points: int = 5000  # codes in the latent scatterplot
     # figures drawn where they apply to the variant: reconstructions, prior_samples, latent_scatter,
-    # manifold, style_grid, classification, training_health
+    # manifold, style_grid, classification, accuracy_curve, training_health
     kinds: List[str] = field(default_factory=lambda: list(FIGURE_KINDS))
 
 

@@ -114,3 +114,18 @@ def test_training_health_plots_each_discriminator(tmp_path):
     cb.on_train_end(trainer, module)
     assert (tmp_path / "train_discriminator_accuracy.png").is_file()
     assert "train/discriminator_accuracy" in logger.images
+
+
+def test_accuracy_curve_follows_the_validation_metric(tmp_path):
+    module, logger = small("semi_supervised"), RecordingWandb()
+    trainer = fake_trainer(module, logger)
+    cb = FIGURES["accuracy_curve"](tmp_path)
+    for acc in (0.5, 0.8):
+        trainer.callback_metrics = {"val/accuracy": torch.tensor(acc)}
+        cb.on_validation_end(trainer, module)
+    assert cb.history == {"accuracy": pytest.approx([0.5, 0.8])}
+    assert (tmp_path / "val_accuracy_curve.png").is_file() and "val/accuracy_curve" in logger.images
+    clusters = FIGURES["accuracy_curve"](tmp_path)
+    trainer.callback_metrics = {"val/cluster_error": torch.tensor(0.3), "val/hungarian_accuracy": torch.tensor(0.6)}
+    clusters.on_validation_end(trainer, small("clustering"))
+    assert clusters.history == {"1 - cluster error": pytest.approx([0.7]), "Hungarian accuracy": pytest.approx([0.6])}

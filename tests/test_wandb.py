@@ -29,7 +29,7 @@ def test_offline_run_holds_the_figures(offline_run):
     for stage in ("val", "test"):
         for kind in ("reconstructions", "prior_samples", "latent_scatter", "style_grid", "confusion_matrix"):
             assert f"{stage}/{kind}" in images
-    assert "train/discriminator_accuracy" in images
+    assert "train/discriminator_accuracy" in images and "val/accuracy_curve" in images
 
 
 def test_offline_run_holds_the_latent_table(offline_run):
