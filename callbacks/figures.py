@@ -66,6 +66,24 @@ def count_matrix_figure(counts: np.ndarray, title: str, ylabel: str, row_labels:
     return fig
 
 
+def history_figure(history: Dict[str, List[float]], ylabel: str, reference: Optional[float] = None,
+                   title: str = ""):
+    """One line per named series over epochs, on a 0-1 scale (accuracies)."""
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    for name, values in history.items():
+        ax.plot(range(1, len(values) + 1), values, marker="o", label=name)
+    if reference is not None:
+        ax.axhline(reference, color="0.6", ls="--", lw=1)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title, fontsize=9)
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
 class FigureCallback(Callback):
     """Schedule shared by the figure callbacks: which stage, how often, which rank, which mode."""
 
@@ -74,7 +92,6 @@ class FigureCallback(Callback):
     def __init__(self, out_dir: Optional[str | Path] = None, every_n_epochs: int = 1, seed: int = 0):
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.every_n_epochs, self.seed = every_n_epochs, seed
-        self.saved: Dict[str, Path] = {}
 
     def applies(self, module) -> bool:
         return True
@@ -83,9 +100,7 @@ class FigureCallback(Callback):
         raise NotImplementedError
 
     def publish(self, trainer, key: str, image: np.ndarray, caption: str = "") -> None:
-        path = publish_image(trainer, key, image, self.out_dir, caption)
-        if path is not None:
-            self.saved[key] = path
+        publish_image(trainer, key, image, self.out_dir, caption)
 
     def _run(self, trainer, module, stage: str) -> None:
         if stage not in self.stages or not trainer.is_global_zero or not self.applies(module):
@@ -191,7 +206,7 @@ class ManifoldFigure(FigureCallback):
 
 
 class StyleGridFigure(FigureCallback):
-    """Rows: a style z from the prior, or the style of a real digit; columns: every category decoded with it."""
+    """Rows: the style of a real digit (shown first); columns: every category decoded with that style."""
 
     def __init__(self, *args, rows: int = 10, **kwargs):
         super().__init__(*args, **kwargs)
@@ -265,19 +280,10 @@ class TrainingHealthFigure(FigureCallback):
             self.draw(trainer, module, None, None, "train")
 
     def draw(self, trainer, module, x, y, stage):
-        if not self.history:
-            return
-        fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
-        for name, values in self.history.items():
-            ax.plot(range(1, len(values) + 1), values, marker="o", label=name)
-        ax.axhline(0.5, color="0.6", ls="--", lw=1)
-        ax.set_ylim(0, 1.02)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("discriminator accuracy")
-        ax.set_title("0.5: the encoder fools it; near 1: it overpowers the encoder", fontsize=9)
-        ax.legend()
-        fig.tight_layout()
-        self.publish(trainer, "train/discriminator_accuracy", figure_to_array(fig))
+        if self.history:
+            fig = history_figure(self.history, "discriminator accuracy", reference=0.5,
+                                 title="0.5: the encoder fools it; near 1: it overpowers the encoder")
+            self.publish(trainer, "train/discriminator_accuracy", figure_to_array(fig))
 
 
 class AccuracyCurveFigure(FigureCallback):
@@ -308,15 +314,7 @@ class AccuracyCurveFigure(FigureCallback):
             self.draw(trainer, module, None, None, "val")
 
     def draw(self, trainer, module, x, y, stage):
-        fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
-        for name, values in self.history.items():
-            ax.plot(range(1, len(values) + 1), values, marker="o", label=name)
-        ax.set_ylim(0, 1.02)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("validation")
-        ax.legend()
-        fig.tight_layout()
-        self.publish(trainer, "val/accuracy_curve", figure_to_array(fig))
+        self.publish(trainer, "val/accuracy_curve", figure_to_array(history_figure(self.history, "validation")))
 
 
 FIGURES = {
