@@ -45,6 +45,9 @@ class ModelConfig:
     prior_std: float = 1.0
     label_regularized: bool = False  # aae: the discriminator also sees the digit (paper Fig. 4)
     n_clusters: int = 16  # clustering, dim_reduction
+    # semi_supervised, clustering, dim_reduction: std of Gaussian noise added to both inputs of the
+    # categorical discriminator (instance noise; not in the paper). 0 = the paper's exact one-hots.
+    category_noise: float = 0.0
     head_distance: float = 2.0  # dim_reduction: cluster heads closer than this are penalised
     head_penalty: float = 1.0  # dim_reduction: weight of that hinge penalty
     kl_weight: float = 1.0  # vae
@@ -239,6 +242,7 @@ def _check_choices(cfg: DictConfig) -> None:
         if not value > 0:
             raise ConfigError(f"{key} must be positive, got {value}")
     for key, value in {"data.labels_per_class": d.labels_per_class, "model.dropout": m.dropout,
+                       "model.category_noise": m.category_noise,
                        "optim.weight_decay": o.weight_decay, "optim.grad_clip": o.grad_clip}.items():
         if value < 0:
             raise ConfigError(f"{key} must not be negative, got {value}")
@@ -268,6 +272,9 @@ def _check_variant(cfg: DictConfig) -> None:
             raise ConfigError(f"model.variant={m.variant} uses no labels; set data.labels_per_class=0")
         if m.n_clusters < 2:
             raise ConfigError(f"model.n_clusters must be at least 2, got {m.n_clusters}")
+    if m.category_noise and m.variant not in ("semi_supervised", "clustering", "dim_reduction"):
+        raise ConfigError(f"model.category_noise applies to the categorical discriminator of semi_supervised, "
+                          f"clustering and dim_reduction, not model.variant={m.variant}")
     if m.label_regularized and (m.variant != "aae" or m.prior not in ("mixture", "swiss_roll")):
         raise ConfigError("model.label_regularized needs model.variant=aae and model.prior=mixture or swiss_roll")
     if m.variant == "vae" and (m.prior != "gaussian" or m.prior_std != 1.0):

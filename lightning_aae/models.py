@@ -466,8 +466,15 @@ class SemiSupervisedAAE(AAEBase):
     def adversary_inputs(self, x, y, labeled):
         logits, z = self._heads(x)
         target = torch.randint(0, self.n_categories, (len(z),), device=z.device)
-        return {"category": (torch.softmax(logits, 1), one_hot(target, self.n_categories)),
-                "style": (z, self.prior.sample(len(z), device=z.device))}
+        fake, real = torch.softmax(logits, 1), one_hot(target, self.n_categories)
+        noise = self.model_cfg.get("category_noise", 0.0)
+        if noise:
+            # Instance noise: exact one-hots let the discriminator win on "not quite one-hot"
+            # alone; the encoder then sharpens q(y|x) onto whichever categories it already uses
+            # and the clustering collapses. Noise on both sides hides that cue.
+            fake = fake + noise * torch.randn_like(fake)
+            real = real + noise * torch.randn_like(real)
+        return {"category": (fake, real), "style": (z, self.prior.sample(len(z), device=z.device))}
 
     def classification_loss(self, x, y):
         return F.cross_entropy(self._heads(x)[0], y)

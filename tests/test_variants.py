@@ -131,3 +131,26 @@ def test_dim_reduction_represents_head_plus_style_and_spreads_the_heads():
         m.cluster_heads.copy_(torch.arange(20.0).unsqueeze(1).repeat(1, 2) * 10)
         assert m.head_penalty() == 0
     assert any(p is m.cluster_heads for p in m._phase_params()["recon"])
+
+
+def test_category_noise_blurs_both_inputs_of_the_categorical_discriminator():
+    torch.manual_seed(0)
+    x = torch.rand(256, 784)
+    exact = module_for("clustering", "model.category_noise=0")
+    torch.manual_seed(1)
+    fake, real = exact.adversary_inputs(x, None, None)["category"]
+    assert torch.equal(real.sum(1), torch.ones(256)) and set(real.unique().tolist()) == {0.0, 1.0}
+    assert torch.allclose(fake.sum(1), torch.ones(256))
+    noisy = module_for("clustering", "model.category_noise=0.3")
+    noisy.load_state_dict(exact.state_dict())
+    torch.manual_seed(1)  # the same category draw, so both differences are the noise alone
+    n_fake, n_real = noisy.adversary_inputs(x, None, None)["category"]
+    assert 0.25 < (n_fake - fake).std() < 0.35 and 0.25 < (n_real - real).std() < 0.35
+    assert n_fake.requires_grad  # the generator still gets a gradient through the noisy codes
+
+
+def test_category_noise_is_refused_where_there_is_no_categorical_discriminator():
+    with pytest.raises(Exception, match="category_noise.*variant=aae"):
+        load_config("configs/aae.yaml", ["model.category_noise=0.2"])
+    with pytest.raises(Exception, match="category_noise must not be negative"):
+        load_config("configs/clustering.yaml", ["model.category_noise=-1"])
