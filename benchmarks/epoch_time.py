@@ -11,6 +11,9 @@ project runs `train(cfg)` with the variant's config and the project's defaults: 
 W&B (offline), figures, checkpoints and progress bar on. An epoch is timed from the training
 epoch's start to its end, which in Lightning includes the validation pass and the figures;
 the report also gives the training part alone. Results are medians over the epochs after the first.
+With --rounds N the reference and the project alternate N times (ref, project, ref, project, ...)
+so that a slow spell of a shared machine hits both; the medians pool every round's epochs and the
+`rounds` column gives the lowest and highest per-round ratio.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -160,16 +164,23 @@ def project(variant: str, batch_size: int, epochs: int, limit: int | None, data_
                       "trainer.limit_test_batches=1"]
     overrides += list(extra or [])
     timer = EpochTimer()
-    train(load_config(ROOT / CONFIG[variant], overrides), verbose=False, extra_callbacks=[timer])
+    try:
+        train(load_config(ROOT / CONFIG[variant], overrides), verbose=False, extra_callbacks=[timer])
+    finally:
+        shutil.rmtree(out, ignore_errors=True)  # this process's throwaway checkpoints and W&B files
     if int(os.environ.get("LOCAL_RANK", 0)) != 0:
         return {}
     steps = limit or (50000 // batch_size // devices)
     return {"epoch_s": timer.epoch, "train_s": timer.train, "steps": steps, **_peak_memory_mb(torch.device(device))}
 
 
-def _median(xs):
-    xs = xs[1:] if len(xs) > 1 else xs  # the first epoch pays one-off costs
-    return statistics.median(xs)
+def _counted(xs):
+    return xs[1:] if len(xs) > 1 else xs  # the first epoch of a process pays one-off costs
+
+
+def _median(runs, key):
+    """Median over the counted epochs of every run (a run is one measurement process)."""
+    return statistics.median([t for run in runs for t in _counted(run[key])])
 
 
 def _worker(args) -> None:
@@ -206,6 +217,8 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, default=4, help="epochs per measurement; the first is not counted")
     p.add_argument("--limit-batches", type=int, default=None, help="batches per epoch (for a quick check)")
     p.add_argument("--devices", nargs="+", type=int, default=[1], help="device counts for the project's runs")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="alternate reference and project measurements this many times and pool their epochs")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--skip-reference", action="store_true")
     p.add_argument("--data-root", default=os.environ.get("AAE_DATA_DIR", "data"))
@@ -214,6 +227,8 @@ def main(argv=None) -> int:
     p.add_argument("--json", help="also write the results to this file")
     p.add_argument("--worker", choices=["reference", "project"], help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.rounds < 1:
+        p.error("--rounds must be at least 1")
     if args.worker:
         _worker(args)
         return 0
@@ -224,32 +239,52 @@ def main(argv=None) -> int:
           f"{os.cpu_count()} CPUs | torch {torch.__version__} | threads {torch.get_num_threads()} | device {args.device}"
           + (f" | overrides {' '.join(args.override)}" if args.override else ""))
     header = (f"{'variant':<16}{'batch':>6}{'dev':>4}{'steps':>6}{'ref s/ep':>10}{'proj s/ep':>10}"
-              f"{'ratio':>7}{'proj train s':>13}{'train ratio':>12}{'samples/s':>11}{'ref MB':>8}{'proj MB':>9}")
+              f"{'ratio':>7}{'rounds':>12}{'proj train s':>13}{'train ratio':>12}{'samples/s':>11}{'ref MB':>8}"
+              f"{'proj MB':>9}")
     print(header)
     results = []
     for variant in args.variant:
         for batch in args.batch_size:
-            ref = None if args.skip_reference else _run("reference", variant, batch, 1, args)
+            refs, projs = [], {d: [] for d in args.devices}
+            for _ in range(args.rounds):
+                if not args.skip_reference:
+                    refs.append(_run("reference", variant, batch, 1, args))
+                for devices in args.devices:
+                    projs[devices].append(_run("project", variant, batch, devices, args))
             for devices in args.devices:
-                proj = _run("project", variant, batch, devices, args)
-                row = {"variant": variant, "batch_size": batch, "devices": devices, "steps": proj["steps"],
-                       "project_epoch_s": _median(proj["epoch_s"]), "project_train_s": _median(proj["train_s"]),
-                       "project_peak_mb": proj.get("peak_gpu_mb", proj["peak_rss_mb"])}
-                row["samples_per_s"] = proj["steps"] * batch * devices / row["project_train_s"]
-                if ref:
-                    row["reference_epoch_s"] = _median(ref["epoch_s"]) * proj["steps"] / ref["steps"]
-                    row["reference_peak_mb"] = ref.get("peak_gpu_mb", ref["peak_rss_mb"])
-                    row["ratio"] = row["project_epoch_s"] / row["reference_epoch_s"]
-                    row["train_ratio"] = row["project_train_s"] / row["reference_epoch_s"]
+                row = _row(variant, batch, devices, refs, projs[devices])
                 results.append(row)
-                f = lambda k, w, fmt: f"{row[k]:{w}{fmt}}" if k in row else f"{'-':>{w}}"  # noqa: E731
-                print(f"{variant:<16}{batch:>6}{devices:>4}{row['steps']:>6}{f('reference_epoch_s', 10, '.2f')}"
-                      f"{row['project_epoch_s']:>10.2f}{f('ratio', 7, '.3f')}{row['project_train_s']:>13.2f}"
-                      f"{f('train_ratio', 12, '.3f')}{row['samples_per_s']:>11.0f}{f('reference_peak_mb', 8, '.0f')}"
-                      f"{row['project_peak_mb']:>9.0f}", flush=True)
+                _print_row(row)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     return 0
+
+
+def _row(variant: str, batch: int, devices: int, refs: list, projs: list) -> dict:
+    steps = projs[0]["steps"]
+    row = {"variant": variant, "batch_size": batch, "devices": devices, "steps": steps, "rounds": len(projs),
+           "project_epoch_s": _median(projs, "epoch_s"), "project_train_s": _median(projs, "train_s"),
+           "project_peak_mb": max(p.get("peak_gpu_mb", p["peak_rss_mb"]) for p in projs)}
+    row["samples_per_s"] = steps * batch * devices / row["project_train_s"]
+    if refs:
+        scale = steps / refs[0]["steps"]  # DDP: each process runs 1/devices of the reference's steps
+        row["reference_epoch_s"] = _median(refs, "epoch_s") * scale
+        row["reference_peak_mb"] = max(r.get("peak_gpu_mb", r["peak_rss_mb"]) for r in refs)
+        row["ratio"] = row["project_epoch_s"] / row["reference_epoch_s"]
+        row["train_ratio"] = row["project_train_s"] / row["reference_epoch_s"]
+        row["ratio_by_round"] = [_median([p], "epoch_s") / (_median([r], "epoch_s") * scale)
+                                 for r, p in zip(refs, projs)]
+    return row
+
+
+def _print_row(row: dict) -> None:
+    f = lambda k, w, fmt: f"{row[k]:{w}{fmt}}" if k in row else f"{'-':>{w}}"  # noqa: E731
+    by_round = row.get("ratio_by_round", [])
+    spread = f"{min(by_round):.3f}-{max(by_round):.3f}" if len(by_round) > 1 else "-"
+    print(f"{row['variant']:<16}{row['batch_size']:>6}{row['devices']:>4}{row['steps']:>6}"
+          f"{f('reference_epoch_s', 10, '.2f')}{row['project_epoch_s']:>10.2f}{f('ratio', 7, '.3f')}{spread:>12}"
+          f"{row['project_train_s']:>13.2f}{f('train_ratio', 12, '.3f')}{row['samples_per_s']:>11.0f}"
+          f"{f('reference_peak_mb', 8, '.0f')}{row['project_peak_mb']:>9.0f}", flush=True)
 
 
 if __name__ == "__main__":

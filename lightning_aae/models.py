@@ -134,9 +134,15 @@ class AAEBase(L.LightningModule):
             labels = torch.randint(0, self.n_categories, (n,), generator=generator).to(self.device)
         return self.decode(self.sample_prior(n, generator), labels)
 
+    def forward_all(self, x: torch.Tensor, labels: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+        """One encoder pass for all that evaluation reads: 'code' (what `encode` gives), 'logits'
+        (the reconstruction's pixel logits) and, for variants with categories, 'probs' (q(y|x))."""
+        z = self.encode(x)
+        return {"code": z, "logits": self.decoder(self.decoder_input(z, labels))}
+
     # ---- training hooks ---------------------------------------------------------------------
     def reconstruction_logits(self, x: torch.Tensor, labels: Optional[torch.Tensor]) -> torch.Tensor:
-        return self.decoder(self.decoder_input(self.encode(x), labels))
+        return self.forward_all(x, labels)["logits"]
 
     def training_reconstruction_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return reconstruction_loss(self.reconstruction_logits(x, y), x, self.model_cfg["recon_loss"])
@@ -315,11 +321,12 @@ class AAEBase(L.LightningModule):
     def make_eval_metrics(self) -> nn.ModuleDict:
         return nn.ModuleDict({"recon": MeanMetric(), "codes": CodeMoments(self.latent_dim)})
 
-    def update_eval_metrics(self, metrics: nn.ModuleDict, x: torch.Tensor, y: torch.Tensor) -> None:
-        labels = y if self.label_aware and not self.has_classifier else None
-        err = reconstruction_loss(self.reconstruction_logits(x, labels), x, self.model_cfg["recon_loss"])
+    def update_eval_metrics(self, metrics: nn.ModuleDict, x: torch.Tensor, y: torch.Tensor,
+                            out: Dict[str, torch.Tensor]) -> None:
+        """Feed one batch to the metrics; `out` is `forward_all` of that batch."""
+        err = reconstruction_loss(out["logits"], x, self.model_cfg["recon_loss"])
         metrics["recon"].update(err, weight=x.shape[0])
-        metrics["codes"].update(self.encode(x))
+        metrics["codes"].update(out["code"])
 
     def compute_eval_metrics(self, stage: str, metrics: nn.ModuleDict) -> Dict[str, torch.Tensor]:
         stats = metrics["codes"].compute()
@@ -347,14 +354,18 @@ class AAEBase(L.LightningModule):
         for m in metrics.values():
             m.reset()
 
+    def _eval_step(self, stage: str, x: torch.Tensor, y: torch.Tensor) -> None:
+        labels = y if self.label_aware and not self.has_classifier else None  # supervised: the true digit
+        self.update_eval_metrics(self.eval_metrics[stage], x, y, self.forward_all(x, labels))
+
     def validation_step(self, batch, batch_idx):
-        self.update_eval_metrics(self.eval_metrics["val"], *batch)
+        self._eval_step("val", *batch)
 
     def on_validation_epoch_end(self) -> None:
         self._log_eval("val")
 
     def test_step(self, batch, batch_idx):
-        self.update_eval_metrics(self.eval_metrics["test"], *batch)
+        self._eval_step("test", *batch)
 
     def on_test_epoch_end(self) -> None:
         self._log_eval("test")
@@ -459,9 +470,10 @@ class SemiSupervisedAAE(AAEBase):
         y = one_hot(labels, self.n_categories) if labels.dim() == 1 else labels
         return torch.cat([y, z], 1)
 
-    def reconstruction_logits(self, x, labels=None):
+    def forward_all(self, x, labels=None):
         logits, z = self._heads(x)
-        return self.decoder(torch.cat([torch.softmax(logits, 1), z], 1))
+        probs = torch.softmax(logits, 1)
+        return {"code": z, "probs": probs, "logits": self.decoder(torch.cat([probs, z], 1))}
 
     def adversary_inputs(self, x, y, labeled):
         logits, z = self._heads(x)
@@ -484,9 +496,9 @@ class SemiSupervisedAAE(AAEBase):
         metrics["accuracy"] = MulticlassAccuracy(num_classes=N_DIGITS, average="micro")
         return metrics
 
-    def update_eval_metrics(self, metrics, x, y):
-        super().update_eval_metrics(metrics, x, y)
-        metrics["accuracy"].update(self.classify(x).argmax(1), y)
+    def update_eval_metrics(self, metrics, x, y, out):
+        super().update_eval_metrics(metrics, x, y, out)
+        metrics["accuracy"].update(out["probs"].argmax(1), y)
 
     def compute_eval_metrics(self, stage, metrics):
         out = super().compute_eval_metrics(stage, metrics)
@@ -530,9 +542,9 @@ class ClusteringAAE(SemiSupervisedAAE):
         metrics["clusters"] = ClusterCounts(self.n_categories, N_DIGITS)
         return metrics
 
-    def update_eval_metrics(self, metrics, x, y):
-        AAEBase.update_eval_metrics(self, metrics, x, y)
-        metrics["clusters"].update(self.classify(x).argmax(1), y)
+    def update_eval_metrics(self, metrics, x, y, out):
+        AAEBase.update_eval_metrics(self, metrics, x, y, out)
+        metrics["clusters"].update(out["probs"].argmax(1), y)
 
     def compute_eval_metrics(self, stage, metrics):
         out = AAEBase.compute_eval_metrics(self, stage, metrics)
@@ -579,8 +591,11 @@ class DimensionalityReductionAAE(ClusteringAAE):
         y = one_hot(labels, self.n_categories) if labels.dim() == 1 else labels
         return self.represent(y, z)
 
-    def reconstruction_logits(self, x, labels=None):
-        return self.decoder(self.encode(x))
+    def forward_all(self, x, labels=None):
+        logits, z = self._heads(x)
+        probs = torch.softmax(logits, 1)
+        code = self.represent(probs, z)
+        return {"code": code, "probs": probs, "logits": self.decoder(code)}
 
     def head_penalty(self) -> torch.Tensor:
         d = torch.pdist(self.cluster_heads)

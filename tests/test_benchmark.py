@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_benchmark_produces_both_numbers(tmp_path, data_root):
     out = tmp_path / "bench.json"
     proc = subprocess.run([sys.executable, "-m", "benchmarks.epoch_time", "--variant", "aae", "semi_supervised",
-                           "--batch-size", "100", "--epochs", "2", "--limit-batches", "3", "--data-root",
+                           "--batch-size", "100", "--epochs", "2", "--limit-batches", "3", "--rounds", "2", "--data-root",
                            str(data_root), "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = json.loads(out.read_text())
@@ -19,4 +19,5 @@ def test_benchmark_produces_both_numbers(tmp_path, data_root):
     for r in rows:
         assert r["reference_epoch_s"] > 0 and r["project_epoch_s"] > 0 and r["ratio"] > 0
         assert r["project_peak_mb"] > 0 and r["reference_peak_mb"] > 0
+        assert r["rounds"] == 2 and len(r["ratio_by_round"]) == 2  # reference and project alternated twice
     assert "ratio" in proc.stdout
