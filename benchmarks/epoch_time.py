@@ -6,7 +6,8 @@
 
 Each measurement runs in its own process (so peak memory is its own). The reference is the same
 networks and the same schedule (recon -> disc -> gen [-> classify], one encoder pass shared by the
-adversarial phases, the discriminator frozen in the generator phase) over an in-memory tensor. The
+adversarial phases, the discriminator frozen in the generator phase, the same Adam implementation:
+fused unless --adam default) over an in-memory tensor. The
 project runs `train(cfg)` with the variant's config and the project's defaults: DataModule,
 W&B (offline), figures, checkpoints and progress bar on. An epoch is timed from the training
 epoch's start to its end, which in Lightning includes the validation pass and the figures;
@@ -43,7 +44,8 @@ def _peak_memory_mb(device) -> dict:
     return out
 
 
-def reference(variant: str, batch_size: int, epochs: int, limit: int | None, data_root: str, device: str) -> dict:
+def reference(variant: str, batch_size: int, epochs: int, limit: int | None, data_root: str, device: str,
+              adam: str = "fused") -> dict:
     """The framework-free loop: plain torch, no Lightning, no DataLoader."""
     import torch
     import torch.nn.functional as F
@@ -70,7 +72,8 @@ def reference(variant: str, batch_size: int, epochs: int, limit: int | None, dat
 
     def adam(params, phase):
         p = o.get(phase) or {}
-        return torch.optim.Adam(params, lr=p.get("lr") or o.lr, betas=tuple(p.get("betas") or o.betas))
+        return torch.optim.Adam(params, lr=p.get("lr") or o.lr, betas=tuple(p.get("betas") or o.betas),
+                                fused=True if adam == "fused" else None)
 
     opt_r = adam([*enc.parameters(), *dec.parameters()], "recon")
     opt_d = adam([p for d in discs for p in d.parameters()], "disc")
@@ -186,7 +189,8 @@ def _median(runs, key):
 def _worker(args) -> None:
     sys.path.insert(0, str(ROOT))
     if args.worker == "reference":
-        res = reference(args.variant[0], args.batch_size[0], args.epochs, args.limit_batches, args.data_root, args.device)
+        res = reference(args.variant[0], args.batch_size[0], args.epochs, args.limit_batches, args.data_root, args.device,
+                        args.adam)
     else:
         res = project(args.variant[0], args.batch_size[0], args.epochs, args.limit_batches, args.data_root,
                       args.device, args.devices[0], args.override)
@@ -197,7 +201,7 @@ def _worker(args) -> None:
 def _run(kind: str, variant: str, batch: int, devices: int, args) -> dict:
     cmd = [sys.executable, "-m", "benchmarks.epoch_time", "--worker", kind, "--variant", variant,
            "--batch-size", str(batch), "--epochs", str(args.epochs), "--data-root", args.data_root,
-           "--device", args.device, "--devices", str(devices)]
+           "--device", args.device, "--devices", str(devices), "--adam", args.adam]
     if args.limit_batches:
         cmd += ["--limit-batches", str(args.limit_batches)]
     for o in args.override:
@@ -220,6 +224,8 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=1,
                    help="alternate reference and project measurements this many times and pool their epochs")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--adam", default="fused", choices=["fused", "default"],
+                   help="Adam implementation on both sides: fused (the project's default) or torch's default")
     p.add_argument("--skip-reference", action="store_true")
     p.add_argument("--data-root", default=os.environ.get("AAE_DATA_DIR", "data"))
     p.add_argument("--override", action="append", default=[],
@@ -229,6 +235,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.rounds < 1:
         p.error("--rounds must be at least 1")
+    if args.adam == "default":
+        args.override = ["optim.fused=false"] + args.override
     if args.worker:
         _worker(args)
         return 0
@@ -236,7 +244,8 @@ def main(argv=None) -> int:
     import torch
 
     print(f"# {time.strftime('%Y-%m-%d %H:%M')} | {platform.node()} | {platform.processor() or platform.machine()} | "
-          f"{os.cpu_count()} CPUs | torch {torch.__version__} | threads {torch.get_num_threads()} | device {args.device}"
+          f"{os.cpu_count()} CPUs | torch {torch.__version__} | threads {torch.get_num_threads()} | device {args.device} | "
+          f"adam {args.adam}"
           + (f" | overrides {' '.join(args.override)}" if args.override else ""))
     header = (f"{'variant':<16}{'batch':>6}{'dev':>4}{'steps':>6}{'ref s/ep':>10}{'proj s/ep':>10}"
               f"{'ratio':>7}{'rounds':>12}{'proj train s':>13}{'train ratio':>12}{'samples/s':>11}{'ref MB':>8}"

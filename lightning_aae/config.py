@@ -70,6 +70,9 @@ class OptimConfig:
     betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
     weight_decay: float = 0.0
     grad_clip: float = 0.0  # max gradient norm per phase; 0 disables clipping
+    # Adam's fused kernel (one pass over all parameters instead of a Python loop over them):
+    # null = on where torch has it for the device (CPU, CUDA); false = torch's default Adam
+    fused: Optional[bool] = None
     scheduler: str = "none"
     step_size: int = 10  # epochs, for scheduler=step
     gamma: float = 0.5  # decay factor for step / exponential

@@ -141,7 +141,7 @@ class AAEBase(L.LightningModule):
         return {"code": z, "logits": self.decoder(self.decoder_input(z, labels))}
 
     # ---- training hooks ---------------------------------------------------------------------
-    def reconstruction_logits(self, x: torch.Tensor, labels: Optional[torch.Tensor]) -> torch.Tensor:
+    def reconstruction_logits(self, x: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
         return self.forward_all(x, labels)["logits"]
 
     def training_reconstruction_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -174,7 +174,8 @@ class AAEBase(L.LightningModule):
         for phase, params in self._phase_params().items():
             opt = torch.optim.Adam(params, lr=self._phase_setting(phase, "lr"),
                                    betas=tuple(self._phase_setting(phase, "betas")),
-                                   weight_decay=self._phase_setting(phase, "weight_decay"))
+                                   weight_decay=self._phase_setting(phase, "weight_decay"),
+                                   fused=self._use_fused_adam(params))
             opts.append(opt)
             if cfg["scheduler"] == "step":
                 scheds.append(torch.optim.lr_scheduler.StepLR(opt, cfg["step_size"], cfg["gamma"]))
@@ -184,6 +185,17 @@ class AAEBase(L.LightningModule):
                 t_max = max(1, int(self.trainer.max_epochs or 1)) if self._trainer is not None else 1
                 scheds.append(torch.optim.lr_scheduler.CosineAnnealingLR(opt, t_max))
         return (opts, scheds) if scheds else opts
+
+    _FUSED_ADAM_DEVICES = ("cpu", "cuda")
+
+    def _use_fused_adam(self, params: List[nn.Parameter]) -> Optional[bool]:
+        """optim.fused, or where it is null, whether every parameter is a float tensor on a device
+        with a fused Adam kernel. None leaves the choice to torch (its for-loop / foreach path)."""
+        wanted = self.optim_cfg.get("fused")
+        if wanted is not None:
+            return bool(wanted) or None
+        ok = all(p.is_floating_point() and p.device.type in self._FUSED_ADAM_DEVICES for p in params)
+        return True if ok else None
 
     def _optimizers_by_phase(self) -> Dict[str, Any]:
         opts = self.optimizers()

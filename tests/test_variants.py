@@ -154,3 +154,10 @@ def test_category_noise_is_refused_where_there_is_no_categorical_discriminator()
         load_config("configs/aae.yaml", ["model.category_noise=0.2"])
     with pytest.raises(Exception, match="category_noise must not be negative"):
         load_config("configs/clustering.yaml", ["model.category_noise=-1"])
+
+
+def test_adam_is_fused_on_cpu_unless_turned_off():
+    opts = module_for("semi_supervised").configure_optimizers()
+    assert [o.defaults["fused"] for o in opts] == [True] * 4
+    plain = module_for("semi_supervised", "optim.fused=false").configure_optimizers()
+    assert [o.defaults["fused"] for o in plain] == [None] * 4  # torch's own choice (for-loop / foreach)
