@@ -579,8 +579,25 @@ class DimensionalityReductionAAE(ClusteringAAE):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        self.cluster_heads = nn.Parameter(self._spread_heads())
+
+    def _spread_heads(self, steps: int = 2000) -> torch.Tensor:
+        """Seeded random heads pushed apart until no two are closer than head_distance.
+
+        Starting from overlapping heads, the hinge penalty dominated the reconstruction phase for
+        epochs while Adam moved the heads ~lr per step; spreading them first costs milliseconds.
+        """
         g = torch.Generator().manual_seed(0)
-        self.cluster_heads = nn.Parameter(torch.randn(self.n_categories, self.latent_dim, generator=g))
+        heads = torch.randn(self.n_categories, self.latent_dim, generator=g) * self.model_cfg["head_distance"]
+        heads.requires_grad_(True)
+        with torch.enable_grad():
+            for _ in range(steps):
+                penalty = F.relu(self.model_cfg["head_distance"] - torch.pdist(heads)).sum()
+                if penalty.item() == 0:
+                    break
+                (grad,) = torch.autograd.grad(penalty, heads)
+                heads = (heads - 0.05 * grad).detach().requires_grad_(True)
+        return heads.detach()
 
     def decoder_in_dim(self):
         return self.latent_dim

@@ -126,6 +126,7 @@ def test_dim_reduction_represents_head_plus_style_and_spreads_the_heads():
     with torch.no_grad():
         probs, style = m.classify(x), m._heads(x)[1]
         assert torch.allclose(m.encode(x), probs @ m.cluster_heads + style, atol=1e-6)
+        assert torch.pdist(m.cluster_heads).min() >= 2.0 and m.head_penalty() == 0  # spread at construction
         m.cluster_heads.zero_()
         assert m.head_penalty() == pytest.approx(2.0 * 20 * 19 / 2)  # every pair closer than 2
         m.cluster_heads.copy_(torch.arange(20.0).unsqueeze(1).repeat(1, 2) * 10)
