@@ -123,16 +123,23 @@ def build_logger(cfg: DictConfig, run_dir: Path):
         return None
 
 
+LAST_NAME = "last"  # checkpoints/last.ckpt: the latest epoch, what ckpt_path=last resumes from
+
+
 def build_callbacks(cfg: DictConfig, run_dir: Path) -> list:
     from callbacks import EpochSummary, SaveOnInterrupt, build_figure_callbacks
 
     c = cfg.callbacks
     result = [
         ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="epoch{epoch:03d}", auto_insert_metric_name=False,
-                        monitor=c.checkpoint.monitor, mode=c.checkpoint.mode, save_top_k=c.checkpoint.save_top_k,
-                        save_last=c.checkpoint.save_last),
+                        monitor=c.checkpoint.monitor, mode=c.checkpoint.mode, save_top_k=c.checkpoint.save_top_k),
         SaveOnInterrupt(run_dir / "checkpoints"),
     ]
+    if c.checkpoint.save_last:
+        # Lightning's own save_last only writes when the monitored checkpoint is written too
+        # (2.6), so last.ckpt could be many epochs old; this one rewrites it every epoch.
+        result.append(ModelCheckpoint(dirpath=run_dir / "checkpoints", filename=LAST_NAME, monitor=None, save_top_k=1,
+                                      enable_version_counter=False))
     if cfg.trainer.enable_progress_bar is not False:
         result.append(TQDMProgressBar(refresh_rate=c.progress_bar_refresh_rate))
     else:
@@ -224,8 +231,9 @@ def _print_summary(run_dir: Path, trainer, logger, metrics: Dict[str, float]) ->
     lines = [f"run folder:   {run_dir}"]
     if cb is not None and cb.best_model_path:
         lines.append(f"best ckpt:    {cb.best_model_path}")
-    if cb is not None and cb.last_model_path:
-        lines.append(f"last ckpt:    {cb.last_model_path}")
+    last = [c.best_model_path for c in trainer.checkpoint_callbacks if c.filename == LAST_NAME and c.best_model_path]
+    if last:
+        lines.append(f"last ckpt:    {last[0]}")
     if (run_dir / "figures").is_dir():
         lines.append(f"figures:      {run_dir / 'figures'}")
     if logger is not None:

@@ -38,3 +38,16 @@ def test_two_epochs_equal_one_plus_resumed_one(quick_overrides, tmp_path):
     assert [s["last_epoch"] for s in a["lr_schedulers"]] == [s["last_epoch"] for s in b["lr_schedulers"]] == [2] * 3
     # the resumed run wrote into the first run's folder, not a new one
     assert len(list((tmp_path / "b" / "aae").iterdir())) == 1
+
+
+def test_last_checkpoint_is_the_latest_epoch_even_when_the_best_is_older(quick_overrides, tmp_path):
+    # "best" = highest reconstruction loss, i.e. epoch 0 while the loss falls; last.ckpt must still
+    # hold epoch 2 (Lightning's save_last alone would leave it at the best epoch).
+    cfg = load_config("configs/aae.yaml", quick_overrides + TINY + [
+        "trainer.max_epochs=3", "trainer.limit_train_batches=20", f"output_dir={tmp_path}/runs",
+        "callbacks.checkpoint.monitor=val/recon_loss", "callbacks.checkpoint.mode=max"])
+    train(cfg, verbose=False)
+    (ckpt_dir,) = (tmp_path / "runs").glob("*/*/checkpoints")
+    best = [p for p in ckpt_dir.glob("epoch*.ckpt")]
+    assert [p.name for p in best] == ["epoch000.ckpt"]  # the loss fell, so epoch 0 stayed the "best"
+    assert _last(tmp_path / "runs")["epoch"] == 2
