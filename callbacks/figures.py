@@ -99,6 +99,15 @@ class FigureCallback(Callback):
     def draw(self, trainer, module, x: torch.Tensor, y: torch.Tensor, stage: str) -> None:
         raise NotImplementedError
 
+    @staticmethod
+    def moment(trainer, stage: str) -> str:
+        """Which weights a figure shows: the epoch in validation; at test, the checkpoint tested
+        (train() tests the best one, whose epoch is not the trainer's current one)."""
+        if stage != "test":
+            return f"epoch {trainer.current_epoch}"
+        ckpt = getattr(trainer, "ckpt_path", None)
+        return f"checkpoint {Path(ckpt).stem}" if ckpt else "final weights"
+
     def publish(self, trainer, key: str, image: np.ndarray, caption: str = "") -> None:
         publish_image(trainer, key, image, self.out_dir, caption)
 
@@ -138,7 +147,7 @@ class ReconstructionFigure(FigureCallback):
         recon = module.reconstruct(originals, labels)
         rows = torch.cat([originals[:n], recon[:n], originals[n:], recon[n:]])
         self.publish(trainer, f"{stage}/reconstructions", image_grid(_images(rows), n),
-                     f"epoch {trainer.current_epoch}: originals above reconstructions")
+                     f"{self.moment(trainer, stage)}: originals above reconstructions")
 
 
 class PriorSamplesFigure(FigureCallback):
@@ -159,7 +168,7 @@ class PriorSamplesFigure(FigureCallback):
             images = module.sample(self.n * self.n, generator=g)
             caption = "z ~ prior"
         self.publish(trainer, f"{stage}/prior_samples", image_grid(_images(images), self.n),
-                     f"epoch {trainer.current_epoch}: decoder(z), {caption}")
+                     f"{self.moment(trainer, stage)}: decoder(z), {caption}")
 
 
 class LatentScatterFigure(FigureCallback):
@@ -175,7 +184,7 @@ class LatentScatterFigure(FigureCallback):
         codes = module.encode(x[idx]).float().cpu().numpy()
         labels = y[idx].cpu().numpy()
         prior = module.sample_prior(len(idx), generator=g).float().cpu().numpy()
-        when = f"epoch {trainer.current_epoch}" if stage == "val" else "final model"
+        when = self.moment(trainer, stage)
         self.publish(trainer, f"{stage}/latent_scatter",
                      figure_to_array(latent_scatter(codes, labels, prior, f"{stage} codes, {when}")))
         if stage == "test":
@@ -202,7 +211,7 @@ class ManifoldFigure(FigureCallback):
         grid = torch.stack(torch.meshgrid(a.flip(0), a, indexing="ij"), -1).reshape(-1, 2)
         z = torch.stack([grid[:, 1] * spread[0], grid[:, 0] * spread[1]], 1).to(module.device)
         self.publish(trainer, f"{stage}/latent_manifold", image_grid(_images(module.decode(z)), self.steps, pad=0),
-                     f"epoch {trainer.current_epoch}: decoder over -2..2 prior std")
+                     f"{self.moment(trainer, stage)}: decoder over -2..2 prior std")
 
 
 class StyleGridFigure(FigureCallback):
@@ -222,7 +231,7 @@ class StyleGridFigure(FigureCallback):
         grid = module.decode(z.repeat_interleave(k, 0), torch.arange(k, device=module.device).repeat(self.rows))
         rows = torch.cat([originals.unsqueeze(1), grid.view(self.rows, k, -1)], 1).reshape(-1, x.shape[1])
         self.publish(trainer, f"{stage}/style_grid", image_grid(_images(rows), k + 1),
-                     f"epoch {trainer.current_epoch}: left, a digit; right, its style with each category")
+                     f"{self.moment(trainer, stage)}: left, a digit; right, its style with each category")
 
 
 class ClassificationFigure(FigureCallback):
@@ -236,7 +245,7 @@ class ClassificationFigure(FigureCallback):
         k = module.n_categories
         counts = torch.bincount(pred * 10 + y, minlength=k * 10).view(k, 10).cpu().numpy()
         if module.has_classifier:
-            fig = count_matrix_figure(counts, f"{stage} confusion matrix, epoch {trainer.current_epoch}", "predicted")
+            fig = count_matrix_figure(counts, f"{stage} confusion matrix, {self.moment(trainer, stage)}", "predicted")
             if stage == "test":
                 import wandb
 
@@ -246,7 +255,7 @@ class ClassificationFigure(FigureCallback):
         else:
             assigned = getattr(module, "cluster_labels", None)
             names = [f"{c} -> {int(assigned[c])}" if assigned is not None else str(c) for c in range(k)]
-            fig = count_matrix_figure(counts, f"{stage} clusters against digits, epoch {trainer.current_epoch}",
+            fig = count_matrix_figure(counts, f"{stage} clusters against digits, {self.moment(trainer, stage)}",
                                       "cluster -> assigned digit", names)
         self.publish(trainer, f"{stage}/" + ("confusion_matrix" if module.has_classifier else "clusters"),
                      figure_to_array(fig))

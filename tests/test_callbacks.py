@@ -129,3 +129,12 @@ def test_accuracy_curve_follows_the_validation_metric(tmp_path):
     trainer.callback_metrics = {"val/cluster_error": torch.tensor(0.3), "val/hungarian_accuracy": torch.tensor(0.6)}
     clusters.on_validation_end(trainer, small("clustering"))
     assert clusters.history == {"1 - cluster error": pytest.approx([0.7]), "Hungarian accuracy": pytest.approx([0.6])}
+
+
+def test_figure_titles_name_the_tested_checkpoint_not_the_last_epoch():
+    from callbacks.figures import FigureCallback
+
+    fit_end = SimpleNamespace(current_epoch=45, ckpt_path="runs/x/checkpoints/epoch030.ckpt")
+    assert FigureCallback.moment(fit_end, "test") == "checkpoint epoch030"
+    assert FigureCallback.moment(fit_end, "val") == "epoch 45"
+    assert FigureCallback.moment(SimpleNamespace(current_epoch=3, ckpt_path=None), "test") == "final weights"
