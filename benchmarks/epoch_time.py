@@ -235,11 +235,11 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.rounds < 1:
         p.error("--rounds must be at least 1")
+    if args.worker:
+        _worker(args)  # gets the parent's overrides, optim.fused=false included
+        return 0
     if args.adam == "default":
         args.override = ["optim.fused=false"] + args.override
-    if args.worker:
-        _worker(args)
-        return 0
 
     import torch
 
