@@ -209,7 +209,9 @@ class MNISTDataModule(L.LightningDataModule):
 
     def setup(self, stage: Optional[str] = None) -> None:
         device = self._device()
-        if stage in (None, "fit", "validate") and self.val is None:
+        # "test" needs the validation split too: clustering names its clusters from validation
+        # images and Parzen chooses sigma on them, also when a checkpoint is tested on its own
+        if stage in (None, "fit", "validate", "test") and self.val is None:
             x, y = load_mnist(self.root, "train", self.download)
             lab, unl, val = split_indices(y, self.val_size, self.labels_per_class, self.split_seed)
             hidden = torch.full_like(y[unl], -1)

@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import torch
@@ -46,12 +47,14 @@ def evaluate(ckpt_path: str, data_root: str | None = None, parzen: bool = False,
         callbacks = build_figure_callbacks(figures, list(FIGURES))
     trainer = L.Trainer(accelerator="auto", devices=1, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, callbacks=callbacks)
-    trainer.test(module, datamodule=dm, verbose=False)
+    with warnings.catch_warnings():
+        # testing needs only the weights, not the training run's checkpoint callbacks
+        warnings.filterwarnings("ignore", message=".*callbacks used to create the checkpoint.*")
+        trainer.test(module, datamodule=dm, ckpt_path=ckpt_path, verbose=False)  # figures name the checkpoint
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
     if parzen:
         from .parzen import evaluate_parzen
 
-        dm.setup("fit")  # sigma is chosen on the validation set
         result = evaluate_parzen(module.cpu().eval(), dm.val.x.cpu(), dm.test.x.cpu(), n_samples=n_samples)
         metrics.update({f"test/{k}": v for k, v in result.items() if k != "sigma_scores"})
     return metrics

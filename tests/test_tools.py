@@ -41,6 +41,21 @@ def test_evaluate_reproduces_the_runs_test_metrics(trained, data_root):
     assert {"test_confusion_matrix.png", "test_style_grid.png", "test_latent_scatter.png"} <= drawn
 
 
+def test_evaluate_scores_a_clustering_checkpoint_by_the_papers_rule(tmp_path, data_root):
+    # clustering names its clusters from validation images: a checkpoint tested on its own needs them too
+    cfg = load_config("configs/clustering.yaml", [
+        f"data.root={data_root}", f"output_dir={tmp_path}", "logger.enabled=false", "trainer.max_epochs=1",
+        "trainer.limit_train_batches=10", "trainer.limit_val_batches=2", "trainer.enable_progress_bar=false",
+        "model.hidden_dims=[64]", "model.disc_hidden_dims=[32]", "logger.name=clu"])
+    metrics = train(cfg, verbose=False)
+    (best,) = (tmp_path / "clustering" / "clu" / "checkpoints").glob("epoch*.ckpt")
+    again = evaluate(str(best), str(data_root), figures=str(tmp_path / "eval-figures"))
+    assert again["test/n_images"] == 10000
+    for key in ("test/cluster_error", "test/hungarian_accuracy", "test/clusters_used"):
+        assert again[key] == pytest.approx(metrics[key], abs=1e-6)
+    assert (tmp_path / "eval-figures" / "test_clusters.png").is_file()
+
+
 def test_evaluate_cli_names_a_missing_checkpoint(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "lightning_aae.evaluate", str(tmp_path / "no.ckpt")],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
