@@ -21,7 +21,8 @@ VARIANTS = ("autoencoder", "aae", "supervised", "semi_supervised", "clustering",
 ARCHS = ("mlp", "conv")
 PRIORS = ("gaussian", "mixture", "swiss_roll", "uniform")
 RECON_LOSSES = ("mse", "bce")
-SCHEDULERS = ("none", "step", "cosine", "exponential")
+SCHEDULERS = ("none", "step", "multistep", "cosine", "exponential")
+OPTIMIZERS = ("adam", "sgd")
 LOGGER_MODES = ("auto", "offline", "online", "disabled")
 FIGURE_KINDS = ("reconstructions", "prior_samples", "latent_scatter", "manifold", "style_grid", "classification",
                 "accuracy_curve", "training_health")
@@ -52,6 +53,9 @@ class ModelConfig:
     head_penalty: float = 1.0  # dim_reduction: weight of that hinge penalty
     kl_weight: float = 1.0  # vae
     recon_loss: str = "mse"
+    # std of Gaussian noise added to the encoder's input in training only; the reconstruction
+    # target stays the clean image and evaluation sees clean images (also the denoising option)
+    input_noise: float = 0.0
 
 
 @dataclass
@@ -62,11 +66,15 @@ class PhaseOptimConfig:
     betas: Optional[List[float]] = None
     weight_decay: Optional[float] = None
     grad_clip: Optional[float] = None
+    momentum: Optional[float] = None
+    milestones: Optional[List[int]] = None
 
 
 @dataclass
 class OptimConfig:
+    optimizer: str = "adam"  # adam | sgd (with momentum, the paper's appendix)
     lr: float = 1e-3
+    momentum: float = 0.9  # optimizer=sgd
     betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
     weight_decay: float = 0.0
     grad_clip: float = 0.0  # max gradient norm per phase; 0 disables clipping
@@ -75,7 +83,8 @@ class OptimConfig:
     fused: Optional[bool] = None
     scheduler: str = "none"
     step_size: int = 10  # epochs, for scheduler=step
-    gamma: float = 0.5  # decay factor for step / exponential
+    gamma: float = 0.5  # decay factor for step / multistep / exponential
+    milestones: List[int] = field(default_factory=list)  # epochs, for scheduler=multistep
     recon: PhaseOptimConfig = field(default_factory=PhaseOptimConfig)
     disc: PhaseOptimConfig = field(default_factory=PhaseOptimConfig)
     gen: PhaseOptimConfig = field(default_factory=PhaseOptimConfig)
@@ -174,6 +183,7 @@ class Config:
     seed: int = 42
     output_dir: str = "runs"
     ckpt_path: Optional[str] = None  # a checkpoint file, or "last" for this run's last one
+    num_threads: Optional[int] = None  # torch CPU threads for this run (null: torch's default)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -220,6 +230,7 @@ def _check_choices(cfg: DictConfig) -> None:
         "model.prior": PRIORS,
         "model.recon_loss": RECON_LOSSES,
         "optim.scheduler": SCHEDULERS,
+        "optim.optimizer": OPTIMIZERS,
         "logger.mode": LOGGER_MODES,
         "callbacks.checkpoint.mode": ("min", "max"),
     }
@@ -245,7 +256,8 @@ def _check_choices(cfg: DictConfig) -> None:
         if not value > 0:
             raise ConfigError(f"{key} must be positive, got {value}")
     for key, value in {"data.labels_per_class": d.labels_per_class, "model.dropout": m.dropout,
-                       "model.category_noise": m.category_noise,
+                       "model.category_noise": m.category_noise, "model.input_noise": m.input_noise,
+                       "optim.momentum": o.momentum,
                        "optim.weight_decay": o.weight_decay, "optim.grad_clip": o.grad_clip}.items():
         if value < 0:
             raise ConfigError(f"{key} must not be negative, got {value}")
@@ -254,11 +266,19 @@ def _check_choices(cfg: DictConfig) -> None:
     for name in ("hidden_dims", "disc_hidden_dims"):
         if any(h <= 0 for h in m[name]):
             raise ConfigError(f"model.{name} must hold positive sizes, got {list(m[name])}")
+    if cfg.num_threads is not None and cfg.num_threads < 1:
+        raise ConfigError(f"num_threads must be at least 1, got {cfg.num_threads}")
     _check_variant(cfg)
     for phase in ("", ".recon", ".disc", ".gen", ".classify"):
         betas = OmegaConf.select(cfg, f"optim{phase}.betas")
         if betas is not None and (len(betas) != 2 or not all(0 <= b < 1 for b in betas)):
             raise ConfigError(f"optim{phase}.betas must be two numbers in [0, 1), got {list(betas)}")
+        milestones = OmegaConf.select(cfg, f"optim{phase}.milestones")
+        if milestones is not None and (any(e < 1 for e in milestones) or list(milestones) != sorted(set(milestones))):
+            raise ConfigError(f"optim{phase}.milestones must be increasing epochs >= 1, got {list(milestones)}")
+    if o.scheduler == "multistep" and not o.milestones and not any(
+            OmegaConf.select(cfg, f"optim.{p}.milestones") for p in ("recon", "disc", "gen", "classify")):
+        raise ConfigError("optim.scheduler=multistep needs optim.milestones (epochs at which lr is multiplied by gamma)")
 
 
 def _check_variant(cfg: DictConfig) -> None:

@@ -144,8 +144,14 @@ class AAEBase(L.LightningModule):
     def reconstruction_logits(self, x: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
         return self.forward_all(x, labels)["logits"]
 
-    def training_reconstruction_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return reconstruction_loss(self.reconstruction_logits(x, y), x, self.model_cfg["recon_loss"])
+    def training_reconstruction_loss(self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """x: the encoder's (possibly corrupted) input; target: the clean image to reconstruct."""
+        return reconstruction_loss(self.reconstruction_logits(x, y), target, self.model_cfg["recon_loss"])
+
+    def corrupt(self, x: torch.Tensor) -> torch.Tensor:
+        """The encoder's training input: x plus Gaussian noise of std model.input_noise (x itself at 0)."""
+        std = self.model_cfg.get("input_noise", 0.0)
+        return x + std * torch.randn_like(x) if std else x
 
     def adversary_inputs(self, x: torch.Tensor, y: torch.Tensor, labeled: Optional[Pair]) -> Dict[str, Pair]:
         """Name -> (codes with gradient to the encoder, samples of the target distribution)."""
@@ -164,26 +170,39 @@ class AAEBase(L.LightningModule):
             params["classify"] = list(self.encoder.parameters())
         return params
 
-    def _phase_setting(self, phase: str, key: str):
+    def _phase_setting(self, phase: str, key: str, default=None):
         value = (self.optim_cfg.get(phase) or {}).get(key)
-        return self.optim_cfg[key] if value is None else value
+        return self.optim_cfg.get(key, default) if value is None else value
+
+    def _make_optimizer(self, phase: str, params: List[nn.Parameter]) -> torch.optim.Optimizer:
+        lr, wd = self._phase_setting(phase, "lr"), self._phase_setting(phase, "weight_decay")
+        if self.optim_cfg.get("optimizer", "adam") == "sgd":
+            return torch.optim.SGD(params, lr=lr, momentum=self._phase_setting(phase, "momentum", 0.9),
+                                   weight_decay=wd)
+        return torch.optim.Adam(params, lr=lr, betas=tuple(self._phase_setting(phase, "betas")), weight_decay=wd,
+                                fused=self._use_fused_adam(params))
+
+    def _make_scheduler(self, phase: str, opt: torch.optim.Optimizer):
+        cfg = self.optim_cfg
+        if cfg["scheduler"] == "step":
+            return torch.optim.lr_scheduler.StepLR(opt, cfg["step_size"], cfg["gamma"])
+        if cfg["scheduler"] == "multistep":
+            milestones = list(self._phase_setting(phase, "milestones") or [])
+            return torch.optim.lr_scheduler.MultiStepLR(opt, milestones, cfg["gamma"])
+        if cfg["scheduler"] == "exponential":
+            return torch.optim.lr_scheduler.ExponentialLR(opt, cfg["gamma"])
+        if cfg["scheduler"] == "cosine":
+            t_max = max(1, int(self.trainer.max_epochs or 1)) if self._trainer is not None else 1
+            return torch.optim.lr_scheduler.CosineAnnealingLR(opt, t_max)
+        return None
 
     def configure_optimizers(self):
         opts, scheds = [], []
-        cfg = self.optim_cfg
         for phase, params in self._phase_params().items():
-            opt = torch.optim.Adam(params, lr=self._phase_setting(phase, "lr"),
-                                   betas=tuple(self._phase_setting(phase, "betas")),
-                                   weight_decay=self._phase_setting(phase, "weight_decay"),
-                                   fused=self._use_fused_adam(params))
-            opts.append(opt)
-            if cfg["scheduler"] == "step":
-                scheds.append(torch.optim.lr_scheduler.StepLR(opt, cfg["step_size"], cfg["gamma"]))
-            elif cfg["scheduler"] == "exponential":
-                scheds.append(torch.optim.lr_scheduler.ExponentialLR(opt, cfg["gamma"]))
-            elif cfg["scheduler"] == "cosine":
-                t_max = max(1, int(self.trainer.max_epochs or 1)) if self._trainer is not None else 1
-                scheds.append(torch.optim.lr_scheduler.CosineAnnealingLR(opt, t_max))
+            opts.append(self._make_optimizer(phase, params))
+            sched = self._make_scheduler(phase, opts[-1])
+            if sched is not None:
+                scheds.append(sched)
         return (opts, scheds) if scheds else opts
 
     _FUSED_ADAM_DEVICES = ("cpu", "cuda")
@@ -222,12 +241,16 @@ class AAEBase(L.LightningModule):
         return tuple(batch), None
 
     def training_step(self, batch, batch_idx):
-        (x, y), labeled = self.split_batch(batch)
+        (clean, y), labeled = self.split_batch(batch)
+        # every encoder pass of the step sees the corrupted input; the reconstruction target stays clean
+        x = self.corrupt(clean)
+        if labeled is not None:
+            labeled = (self.corrupt(labeled[0]), labeled[1])
         opts = self._optimizers_by_phase()
         stats: Dict[str, torch.Tensor] = {}
 
         with self.toggled_optimizer(opts["recon"]):
-            loss = self.training_reconstruction_loss(x, y)
+            loss = self.training_reconstruction_loss(x, y, clean)
             self._run_phase("recon", opts["recon"], loss)
         stats["recon_loss"] = loss
 
@@ -630,8 +653,8 @@ class DimensionalityReductionAAE(ClusteringAAE):
         d = torch.pdist(self.cluster_heads)
         return F.relu(self.model_cfg["head_distance"] - d).sum()
 
-    def training_reconstruction_loss(self, x, y):
-        return super().training_reconstruction_loss(x, y) + self.model_cfg["head_penalty"] * self.head_penalty()
+    def training_reconstruction_loss(self, x, y, target):
+        return super().training_reconstruction_loss(x, y, target) + self.model_cfg["head_penalty"] * self.head_penalty()
 
     def compute_eval_metrics(self, stage, metrics):
         out = super().compute_eval_metrics(stage, metrics)
@@ -655,10 +678,10 @@ class VAE(AAEBase):
     def encode(self, x):
         return self._moments(x)[0]
 
-    def training_reconstruction_loss(self, x, y):
+    def training_reconstruction_loss(self, x, y, target):
         mu, logvar = self._moments(x)
         z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
-        recon = reconstruction_loss(self.decoder(z), x, self.model_cfg["recon_loss"])
+        recon = reconstruction_loss(self.decoder(z), target, self.model_cfg["recon_loss"])
         # per pixel, like the reconstruction term, so the two keep the ELBO's proportions
         kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1).mean() / x[0].numel()
         return recon + self.model_cfg["kl_weight"] * kl

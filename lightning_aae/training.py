@@ -184,6 +184,9 @@ def _scalars(metrics: Dict[str, Any]) -> Dict[str, float]:
 
 def train(cfg: DictConfig, verbose: bool = True, extra_callbacks: Optional[list] = None) -> Dict[str, float]:
     """Fit, test on the 10,000 MNIST test images, and return the final metrics as floats."""
+    started = time.time()
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
     ckpt = resolve_checkpoint(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = MNISTDataModule.from_config(cfg.data)
@@ -213,6 +216,8 @@ def train(cfg: DictConfig, verbose: bool = True, extra_callbacks: Optional[list]
         metrics.update(_scalars(trainer.callback_metrics))
         if logger is not None and trainer.is_global_zero:
             logger.experiment.summary.update({k: v for k, v in metrics.items() if k.startswith("test/")})
+        if trainer.is_global_zero:
+            _write_result(cfg, trainer, metrics, best, time.time() - started, run_dir)
     except DivergenceError:
         if logger is not None and trainer.is_global_zero:
             logger.experiment.finish(exit_code=1)  # the W&B run shows as failed
@@ -224,6 +229,21 @@ def train(cfg: DictConfig, verbose: bool = True, extra_callbacks: Optional[list]
     if logger is not None and trainer.is_global_zero:
         logger.experiment.finish()  # one train() call is one W&B run, also when called again in-process
     return metrics
+
+
+def _write_result(cfg: DictConfig, trainer, metrics: Dict[str, float], best: str, wall_s: float,
+                  run_dir: Path) -> None:
+    """result.json: what `python -m lightning_aae.results record` puts in the registry."""
+    import json
+
+    from .results import run_record
+
+    stem = Path(best).stem if best else ""
+    best_epoch = int(stem[5:]) if stem.startswith("epoch") and stem[5:].isdigit() else None
+    record = run_record(OmegaConf.to_container(cfg, resolve=True), {k: v for k, v in metrics.items()},
+                        trainer.current_epoch, best_epoch, wall_s, run_dir, trainer.strategy.root_device.type)
+    record["recipe"] = cfg.logger.group
+    (run_dir / "result.json").write_text(json.dumps(record, indent=1, sort_keys=True))
 
 
 def _print_summary(run_dir: Path, trainer, logger, metrics: Dict[str, float]) -> None:

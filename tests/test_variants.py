@@ -100,10 +100,10 @@ def test_vae_training_loss_includes_the_kl_term():
     m = module_for("vae")
     x = torch.rand(8, 784)
     torch.manual_seed(0)
-    with_kl = m.training_reconstruction_loss(x, None)
+    with_kl = m.training_reconstruction_loss(x, None, x)
     m.model_cfg["kl_weight"] = 0.0
     torch.manual_seed(0)
-    without = m.training_reconstruction_loss(x, None)
+    without = m.training_reconstruction_loss(x, None, x)
     assert with_kl > without
 
 
