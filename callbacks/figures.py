@@ -206,7 +206,7 @@ class ManifoldFigure(FigureCallback):
         return module.latent_dim == 2 and not module.label_aware
 
     def draw(self, trainer, module, x, y, stage):
-        spread = 2 * module.prior_std_per_dim()
+        spread = 2 * module.prior.std_per_dim()
         a = torch.linspace(-1, 1, self.steps)
         grid = torch.stack(torch.meshgrid(a.flip(0), a, indexing="ij"), -1).reshape(-1, 2)
         z = torch.stack([grid[:, 1] * spread[0], grid[:, 0] * spread[1]], 1).to(module.device)
@@ -238,13 +238,13 @@ class ClassificationFigure(FigureCallback):
     """Confusion matrix (classifier variants) or clusters against digits (clustering)."""
 
     def applies(self, module):
-        return hasattr(module, "classify")
+        return module.categories is not None
 
     def draw(self, trainer, module, x, y, stage):
-        pred = torch.cat([module.classify(x[i: i + 2000]).argmax(1) for i in range(0, len(x), 2000)])
-        k = module.n_categories
+        probs = torch.cat([module.classify(x[i: i + 2000]) for i in range(0, len(x), 2000)])
+        pred, k = probs.argmax(1), module.n_categories
         counts = torch.bincount(pred * 10 + y, minlength=k * 10).view(k, 10).cpu().numpy()
-        if module.has_classifier:
+        if module.categories == "digits":
             fig = count_matrix_figure(counts, f"{stage} confusion matrix, {self.moment(trainer, stage)}", "predicted")
             if stage == "test":
                 import wandb
@@ -253,11 +253,13 @@ class ClassificationFigure(FigureCallback):
                 publish_wandb(trainer, {f"{stage}/confusion_matrix_plot": lambda: wandb.plot.confusion_matrix(
                     y_true=yt, preds=yp, class_names=[str(i) for i in range(10)])})
         else:
-            assigned = getattr(module, "cluster_labels", None)
+            # the paper's rule names clusters from validation images: from these on validation,
+            # from the assignment learned on validation when testing
+            assigned = y[probs.argmax(0)] if stage == "val" else module.cluster_assignment
             names = [f"{c} -> {int(assigned[c])}" if assigned is not None else str(c) for c in range(k)]
             fig = count_matrix_figure(counts, f"{stage} clusters against digits, {self.moment(trainer, stage)}",
                                       "cluster -> assigned digit", names)
-        self.publish(trainer, f"{stage}/" + ("confusion_matrix" if module.has_classifier else "clusters"),
+        self.publish(trainer, f"{stage}/" + ("confusion_matrix" if module.categories == "digits" else "clusters"),
                      figure_to_array(fig))
 
 
@@ -307,7 +309,7 @@ class AccuracyCurveFigure(FigureCallback):
         self.history: Dict[str, List[float]] = {}
 
     def applies(self, module):
-        return hasattr(module, "classify")
+        return module.categories is not None
 
     def on_validation_epoch_end(self, trainer, module):
         pass  # the module logs its validation metrics after the callbacks' epoch-end hooks

@@ -7,7 +7,7 @@ from typing import List, Optional
 
 from .config import ConfigError, load_config
 from .data import DataError
-from .models import DivergenceError
+from .schedule import DivergenceError
 from .training import train
 
 USAGE = "python train.py --config configs/aae.yaml [key.sub=value ...]"

@@ -94,3 +94,25 @@ class ConvDecoder(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.deconv(self.fc(z).view(-1, self.c2, 7, 7)).flatten(1)
+
+
+def _mlp_pair(model_cfg):
+    return (lambda out: MLPEncoder(out, model_cfg["hidden_dims"], model_cfg["dropout"]),
+            lambda inp: MLPDecoder(inp, list(reversed(model_cfg["hidden_dims"])), model_cfg["dropout"]))
+
+
+def _conv_pair(model_cfg):
+    return (lambda out: ConvEncoder(out, model_cfg["conv_channels"], model_cfg["batch_norm"], model_cfg["dropout"]),
+            lambda inp: ConvDecoder(inp, model_cfg["conv_channels"], model_cfg["batch_norm"]))
+
+
+# model.arch -> (encoder builder, decoder builder); config validation reads the names from here
+ARCHS = {"mlp": _mlp_pair, "conv": _conv_pair}
+
+
+def build_encoder(model_cfg, out_dim: int) -> nn.Module:
+    return ARCHS[model_cfg["arch"]](model_cfg)[0](out_dim)
+
+
+def build_decoder(model_cfg, in_dim: int) -> nn.Module:
+    return ARCHS[model_cfg["arch"]](model_cfg)[1](in_dim)

@@ -17,15 +17,23 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-VARIANTS = ("autoencoder", "aae", "supervised", "semi_supervised", "clustering", "dim_reduction", "vae")
-ARCHS = ("mlp", "conv")
-PRIORS = ("gaussian", "mixture", "swiss_roll", "uniform")
-RECON_LOSSES = ("mse", "bce")
-SCHEDULERS = ("none", "step", "multistep", "cosine", "exponential")
-OPTIMIZERS = ("adam", "sgd")
 LOGGER_MODES = ("auto", "offline", "online", "disabled")
-FIGURE_KINDS = ("reconstructions", "prior_samples", "latent_scatter", "manifold", "style_grid", "classification",
-                "accuracy_curve", "training_health")
+
+
+def _registries() -> dict:
+    """Each name list is the registry of what implements it; nothing is listed twice."""
+    from callbacks.figures import FIGURES
+
+    from .components import ARCHS
+    from .losses import RECONSTRUCTION_LOSSES
+    from .optim import OPTIMIZERS, SCHEDULERS
+    from .priors import PRIORS
+    from .schedule import STEPPERS
+    from .variants import VARIANTS
+
+    return {"model.variant": VARIANTS, "model.arch": ARCHS, "model.prior": PRIORS,
+            "model.recon_loss": RECONSTRUCTION_LOSSES, "optim.optimizer": OPTIMIZERS, "optim.scheduler": SCHEDULERS,
+            "optim.stepper": STEPPERS, "callbacks.figures.kinds": FIGURES}
 
 
 class ConfigError(ValueError):
@@ -73,6 +81,7 @@ class PhaseOptimConfig:
 @dataclass
 class OptimConfig:
     optimizer: str = "adam"  # adam | sgd (with momentum, the paper's appendix)
+    stepper: str = "eager"  # how a training step runs its phases (lightning_aae/schedule.py)
     lr: float = 1e-3
     momentum: float = 0.9  # optimizer=sgd
     betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
@@ -112,7 +121,6 @@ class LoggerConfig:
     name: Optional[str] = None
     group: Optional[str] = None  # defaults to the variant
     tags: List[str] = field(default_factory=list)
-    log_every_n_steps: int = 50
     save_dir: str = "."  # W&B writes its runs under <save_dir>/wandb
 
 
@@ -132,7 +140,7 @@ class FiguresConfig:
     max_points: int = 5000  # codes in the latent scatterplot
     # figures drawn where they apply to the variant: reconstructions, prior_samples, latent_scatter,
     # manifold, style_grid, classification, accuracy_curve, training_health
-    kinds: List[str] = field(default_factory=lambda: list(FIGURE_KINDS))
+    kinds: List[str] = field(default_factory=lambda: list(_registries()["callbacks.figures.kinds"]))
 
 
 @dataclass
@@ -224,23 +232,13 @@ def _read_yaml(path: Path) -> DictConfig:
 
 
 def _check_choices(cfg: DictConfig) -> None:
-    choices = {
-        "model.variant": VARIANTS,
-        "model.arch": ARCHS,
-        "model.prior": PRIORS,
-        "model.recon_loss": RECON_LOSSES,
-        "optim.scheduler": SCHEDULERS,
-        "optim.optimizer": OPTIMIZERS,
-        "logger.mode": LOGGER_MODES,
-        "callbacks.checkpoint.mode": ("min", "max"),
-    }
+    choices = {key: list(registry) for key, registry in _registries().items()}
+    choices.update({"logger.mode": LOGGER_MODES, "callbacks.checkpoint.mode": ("min", "max")})
     for key, valid in choices.items():
         value = OmegaConf.select(cfg, key)
-        if value not in valid:
-            raise ConfigError(f"unknown {key} '{value}'; valid: {', '.join(valid)}")
-    unknown = [k for k in cfg.callbacks.figures.kinds if k not in FIGURE_KINDS]
-    if unknown:
-        raise ConfigError(f"unknown callbacks.figures.kinds '{unknown[0]}'; valid: {', '.join(FIGURE_KINDS)}")
+        for v in (value if key == "callbacks.figures.kinds" else [value]):
+            if v not in valid:
+                raise ConfigError(f"unknown {key} '{v}'; valid: {', '.join(valid)}")
     m, d, o = cfg.model, cfg.data, cfg.optim
     positive = {
         "model.latent_dim": m.latent_dim,
@@ -249,7 +247,7 @@ def _check_choices(cfg: DictConfig) -> None:
         "data.labeled_batch_size": d.labeled_batch_size,
         "data.val_size": d.val_size,
         "optim.lr": o.lr,
-        "logger.log_every_n_steps": cfg.logger.log_every_n_steps,
+        "trainer.log_every_n_steps": cfg.trainer.log_every_n_steps,
         "callbacks.figures.every_n_epochs": cfg.callbacks.figures.every_n_epochs,
     }
     for key, value in positive.items():
@@ -282,24 +280,30 @@ def _check_choices(cfg: DictConfig) -> None:
 
 
 def _check_variant(cfg: DictConfig) -> None:
-    """Settings that only make sense together."""
+    """Settings that only make sense together; which variants and priors they concern is read off
+    the registries (a variant's `categories`, a prior's `ten_parts`)."""
+    from .priors import PRIORS
+    from .variants import VARIANTS, CategoricalAAE
+
     m, labels = cfg.model, cfg.data.labels_per_class
-    if m.prior in ("mixture", "swiss_roll") and m.latent_dim != 2:
+    parts = [name for name, cls in PRIORS.items() if cls.ten_parts]
+    if m.prior in parts and m.latent_dim != 2:
         raise ConfigError(f"model.prior={m.prior} is 2-D; set model.latent_dim=2 (got {m.latent_dim})")
     if m.variant == "supervised" and labels:
         raise ConfigError("model.variant=supervised trains on every label; set data.labels_per_class=0")
     if m.variant == "semi_supervised" and not labels:
         raise ConfigError("model.variant=semi_supervised needs data.labels_per_class > 0 (10 or 100 in the paper)")
-    if m.variant in ("clustering", "dim_reduction"):
+    if VARIANTS[m.variant].categories == "clusters":
         if labels:
             raise ConfigError(f"model.variant={m.variant} uses no labels; set data.labels_per_class=0")
         if m.n_clusters < 2:
             raise ConfigError(f"model.n_clusters must be at least 2, got {m.n_clusters}")
-    if m.category_noise and m.variant not in ("semi_supervised", "clustering", "dim_reduction"):
-        raise ConfigError(f"model.category_noise applies to the categorical discriminator of semi_supervised, "
-                          f"clustering and dim_reduction, not model.variant={m.variant}")
-    if m.label_regularized and (m.variant != "aae" or m.prior not in ("mixture", "swiss_roll")):
-        raise ConfigError("model.label_regularized needs model.variant=aae and model.prior=mixture or swiss_roll")
+    categorical = [name for name, cls in VARIANTS.items() if issubclass(cls, CategoricalAAE)]
+    if m.category_noise and m.variant not in categorical:
+        raise ConfigError(f"model.category_noise applies to the categorical discriminator of {', '.join(categorical)}, "
+                          f"not model.variant={m.variant}")
+    if m.label_regularized and (m.variant != "aae" or m.prior not in parts):
+        raise ConfigError(f"model.label_regularized needs model.variant=aae and model.prior={' or '.join(parts)}")
     if m.variant == "vae" and (m.prior != "gaussian" or m.prior_std != 1.0):
         raise ConfigError("model.variant=vae matches N(0, I): set model.prior=gaussian and model.prior_std=1.0")
 

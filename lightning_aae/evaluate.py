@@ -20,7 +20,8 @@ from .data import DataError, MNISTDataModule
 
 def datamodule_for(ckpt: dict, data_root: str | None) -> MNISTDataModule:
     """The run's own data settings (splits, seed), with the data root overridable."""
-    data = dict((ckpt.get("run_config") or {}).get("data") or {})
+    run_config = (ckpt.get("hyper_parameters") or {}).get("run_config") or ckpt.get("run_config") or {}
+    data = dict(run_config.get("data") or {})
     if data_root:
         data["root"] = data_root
     elif os.environ.get("AAE_DATA_DIR"):
@@ -33,7 +34,7 @@ def evaluate(ckpt_path: str, data_root: str | None = None, parzen: bool = False,
              figures: str | None = None) -> dict:
     import lightning as L
 
-    from .models import load_module
+    from .variants import load_module
 
     if not Path(ckpt_path).is_file():
         raise DataError(f"checkpoint not found: {ckpt_path}")

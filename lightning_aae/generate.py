@@ -41,7 +41,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     from callbacks.publish import image_grid
-    from .models import load_module
+    from .variants import load_module
 
     try:
         if not Path(args.ckpt).is_file():
@@ -51,7 +51,7 @@ def main(argv=None) -> int:
             if args.encode:
                 files, x = load_digits(args.encode)
                 z = module.encode(x)
-                probs = module.classify(x) if hasattr(module, "classify") else None
+                probs = module.classify(x) if module.categories is not None else None
                 with open(args.out, "w", newline="") as f:
                     w = csv.writer(f)
                     w.writerow(["file", *[f"z{i}" for i in range(z.shape[1])]] + (["predicted"] if probs is not None else []))

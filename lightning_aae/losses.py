@@ -11,12 +11,15 @@ def reconstruction_loss(logits: torch.Tensor, x: torch.Tensor, kind: str = "mse"
     mse compares sigmoid(logits) to x; bce is the Bernoulli negative log-likelihood, computed
     from logits for numerical stability.
     """
-    x = x.flatten(1)
-    if kind == "mse":
-        return F.mse_loss(torch.sigmoid(logits), x)
-    if kind == "bce":
-        return F.binary_cross_entropy_with_logits(logits, x)
-    raise ValueError(f"unknown reconstruction loss '{kind}'; valid: mse, bce")
+    if kind not in RECONSTRUCTION_LOSSES:
+        raise ValueError(f"unknown reconstruction loss '{kind}'; valid: {', '.join(RECONSTRUCTION_LOSSES)}")
+    return RECONSTRUCTION_LOSSES[kind](logits, x.flatten(1))
+
+
+RECONSTRUCTION_LOSSES = {
+    "mse": lambda logits, x: F.mse_loss(torch.sigmoid(logits), x),
+    "bce": lambda logits, x: F.binary_cross_entropy_with_logits(logits, x),
+}
 
 
 def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:

@@ -1,6 +1,8 @@
 """torchmetrics that the variants share; they synchronise across processes themselves."""
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
@@ -71,3 +73,160 @@ def hungarian_accuracy(counts: torch.Tensor) -> float:
 def assign_clusters_by_max_posterior(probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Each cluster takes the digit of the image with the highest q(y = cluster | x) (the paper's rule)."""
     return labels[probs.argmax(0)]
+
+
+class MaxPosteriorRule(Metric):
+    """The paper's cluster rule, streaming: for each cluster, the digit of the image with the highest
+    q(y = cluster | x) seen so far. One pass, alongside the other metrics; exact under DDP (each
+    process keeps its best per cluster, the best of those wins)."""
+
+    full_state_update = False
+
+    def __init__(self, n_clusters: int):
+        super().__init__()
+        self.n_clusters = n_clusters
+        self.add_state("best_prob", default=torch.full((n_clusters,), -1.0), dist_reduce_fx="cat")
+        self.add_state("best_label", default=torch.full((n_clusters,), -1, dtype=torch.long), dist_reduce_fx="cat")
+
+    def update(self, probs: torch.Tensor, labels: torch.Tensor) -> None:
+        prob, idx = probs.detach().float().max(0)
+        better = prob > self.best_prob  # strict: the first image wins ties, as argmax over the whole set does
+        self.best_prob = torch.where(better, prob, self.best_prob)
+        self.best_label = torch.where(better, labels[idx].long(), self.best_label)
+
+    def compute(self) -> torch.Tensor:
+        prob, label = self.best_prob.view(-1, self.n_clusters), self.best_label.view(-1, self.n_clusters)
+        return label.gather(0, prob.argmax(0, keepdim=True)).squeeze(0)
+
+
+class EvalBundle(torch.nn.Module):
+    """A few torchmetrics evaluation feeds batch by batch. `out` is the module's forward of the batch;
+    compute returns {'<stage>/<name>': value}. Variants list the bundles they report."""
+
+    def update(self, module, x: torch.Tensor, y: torch.Tensor, out: dict) -> None:
+        raise NotImplementedError
+
+    def compute(self, module, stage: str) -> dict:
+        raise NotImplementedError
+
+    def reset(self) -> None:
+        for m in self.children():
+            m.reset()
+
+
+class ReconstructionMetrics(EvalBundle):
+    """Reconstruction error and the codes' moments; with match_prior, how far their spread is from the prior's."""
+
+    def __init__(self, latent_dim: int, recon_kind: str = "mse", match_prior: bool = True):
+        super().__init__()
+        from torchmetrics import MeanMetric
+
+        self.recon, self.codes = MeanMetric(), CodeMoments(latent_dim)
+        self.latent_dim, self.recon_kind, self.match_prior = latent_dim, recon_kind, match_prior
+
+    def update(self, module, x, y, out):
+        from .losses import reconstruction_loss
+
+        self.recon.update(reconstruction_loss(out["logits"], x, self.recon_kind), weight=x.shape[0])
+        self.codes.update(out["code"])
+
+    def compute(self, module, stage):
+        stats = self.codes.compute()
+        out = {f"{stage}/recon_loss": self.recon.compute(), f"{stage}/n_images": stats["count"].float(),
+               f"{stage}/code_mean_abs_max": stats["mean"].abs().max()}
+        if self.match_prior:
+            prior_std = module.prior.std_per_dim().to(stats["std"].device)
+            # 0 when every dimension spreads like the prior; 0.25 = off by 25% somewhere
+            out[f"{stage}/code_std_rel_err_max"] = (stats["std"] / prior_std - 1).abs().max()
+        if self.latent_dim <= 8:
+            for i, (m, s) in enumerate(zip(stats["mean"], stats["std"])):
+                out[f"{stage}/code_mean_{i}"], out[f"{stage}/code_std_{i}"] = m, s
+        return out
+
+
+class AccuracyMetrics(EvalBundle):
+    """Accuracy and error of q(y|x)'s most probable digit."""
+
+    def __init__(self, n_classes: int = 10):
+        super().__init__()
+        from torchmetrics.classification import MulticlassAccuracy
+
+        self.accuracy = MulticlassAccuracy(num_classes=n_classes, average="micro")
+
+    def update(self, module, x, y, out):
+        self.accuracy.update(out["probs"].argmax(1), y)
+
+    def compute(self, module, stage):
+        acc = self.accuracy.compute()
+        return {f"{stage}/accuracy": acc, f"{stage}/error": 1 - acc}
+
+
+class ClusterMetrics(EvalBundle):
+    """Cluster error by the paper's rule and Hungarian accuracy. On validation the rule's assignment
+    is learned in the same pass and kept as `module.cluster_assignment` (saved with checkpoints);
+    the test stage scores with it, so clusters are never named from test images."""
+
+    def __init__(self, n_clusters: int, learn_assignment: bool, n_classes: int = 10):
+        super().__init__()
+        self.counts = ClusterCounts(n_clusters, n_classes)
+        self.rule = MaxPosteriorRule(n_clusters) if learn_assignment else None
+
+    def update(self, module, x, y, out):
+        self.counts.update(out["probs"].argmax(1), y)
+        if self.rule is not None:
+            self.rule.update(out["probs"], y)
+
+    def compute(self, module, stage):
+        if self.rule is not None:
+            module.cluster_assignment = self.rule.compute()
+        counts = self.counts.compute()
+        return {f"{stage}/cluster_error": cluster_error(counts, module.cluster_assignment).float(),
+                f"{stage}/hungarian_accuracy": torch.tensor(hungarian_accuracy(counts), device=counts.device),
+                f"{stage}/clusters_used": (counts.sum(1) > 0).sum().float()}
+
+
+def compute_all(bundles, module, stage: str) -> dict:
+    """Every bundle's values for the stage (synchronised across processes), then reset for the next pass."""
+    values = {}
+    for bundle in bundles:
+        values.update(bundle.compute(module, stage))
+        bundle.reset()
+    return values
+
+
+class RunningMeans:
+    """Training statistics summed on the device, read every `every` batches and once per epoch,
+    so the hot loop never waits for the host."""
+
+    def __init__(self):
+        self.names: list = []
+        self._interval = self._epoch = None
+        self.interval_batches = self.epoch_batches = 0
+        self.flushed: Optional[dict] = None  # the interval means read by the latest add(), else None
+
+    def start_epoch(self) -> None:
+        self.interval_batches = self.epoch_batches = 0
+        if self._interval is not None:
+            self._interval.zero_()
+            self._epoch.zero_()
+
+    def add(self, stats: dict, every: int) -> Optional[dict]:
+        values = torch.stack([v.detach().float() for v in stats.values()])
+        if self._interval is None or self.names != list(stats):
+            self.names = list(stats)
+            self._interval, self._epoch = torch.zeros_like(values), torch.zeros_like(values)
+        self._interval += values
+        self._epoch += values
+        self.interval_batches += 1
+        self.epoch_batches += 1
+        self.flushed = None
+        if self.interval_batches >= every:
+            self.flushed = dict(zip(self.names, self._interval / self.interval_batches))
+            self._interval.zero_()
+            self.interval_batches = 0
+        return self.flushed
+
+    def epoch_means(self) -> Optional[dict]:
+        if not self.epoch_batches:
+            return None
+        return dict(zip(self.names, self._epoch / self.epoch_batches))

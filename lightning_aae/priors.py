@@ -16,13 +16,17 @@ N_PARTS = 10
 class GaussianPrior:
     """Isotropic N(0, std^2 I)."""
 
-    has_parts = False
+    ten_parts = False
 
     def __init__(self, dim: int, std: float = 1.0):
         self.dim, self.std = dim, float(std)
 
     def sample(self, n: int, device=None, generator: Optional[torch.Generator] = None) -> torch.Tensor:
         return torch.randn(n, self.dim, device=device, generator=generator) * self.std
+
+    def std_per_dim(self) -> torch.Tensor:
+        """Standard deviation per dimension, from a fixed set of 20,000 draws (deterministic)."""
+        return self.sample(20000, device="cpu", generator=torch.Generator().manual_seed(0)).std(0)
 
 
 class UniformPrior(GaussianPrior):
@@ -34,8 +38,7 @@ class UniformPrior(GaussianPrior):
 
 
 class _PartsPrior(GaussianPrior):
-    has_parts = True
-
+    ten_parts = True  # 2-D, and sample_given(labels) draws each label from its own part
     def __init__(self, dim: int, std: float = 1.0):
         if dim != 2:
             raise ValueError(f"the {self.name} prior is 2-D; set model.latent_dim=2 (got {dim})")

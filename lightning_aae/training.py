@@ -15,7 +15,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from .config import ConfigError
 from .data import MNISTDataModule
-from .models import DivergenceError, build_module, checkpoint_variant
+from .schedule import DivergenceError
+from .variants import build_module, checkpoint_variant
 
 RUN_DIR_ENV = "AAE_RUN_DIR"  # shared with the DDP worker processes Lightning starts
 
@@ -127,13 +128,15 @@ LAST_NAME = "last"  # checkpoints/last.ckpt: the latest epoch, what ckpt_path=la
 
 
 def build_callbacks(cfg: DictConfig, run_dir: Path) -> list:
-    from callbacks import EpochSummary, SaveOnInterrupt, build_figure_callbacks
+    from callbacks import DivergenceCheck, EpochSummary, RNGState, SaveOnInterrupt, build_figure_callbacks
 
     c = cfg.callbacks
     result = [
         ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="epoch{epoch:03d}", auto_insert_metric_name=False,
                         monitor=c.checkpoint.monitor, mode=c.checkpoint.mode, save_top_k=c.checkpoint.save_top_k),
         SaveOnInterrupt(run_dir / "checkpoints"),
+        DivergenceCheck(),
+        RNGState(),
     ]
     if c.checkpoint.save_last:
         # Lightning's own save_last only writes when the monitored checkpoint is written too
@@ -201,8 +204,7 @@ def train(cfg: DictConfig, verbose: bool = True, extra_callbacks: Optional[list]
     if is_zero:
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
 
-    module = build_module(cfg)
-    module.run_config = OmegaConf.to_container(cfg, resolve=True)
+    module = build_module(cfg)  # the resolved run config travels in its hyperparameters
     logger = build_logger(cfg, run_dir)  # every rank: non-zero ranks get W&B's dummy run
     callbacks = build_callbacks(cfg, run_dir) + list(extra_callbacks or [])
     trainer = L.Trainer(**trainer_kwargs(cfg), logger=logger if logger is not None else False,

@@ -28,6 +28,12 @@ def data_root() -> Path:
     return mnist_root()
 
 
+# The one set of small settings for tests about behaviour rather than quality: small networks,
+# no figures, two evaluation batches. Tests that need more say so next to the override they add.
+SMALL = ["model.hidden_dims=[128]", "model.disc_hidden_dims=[64]", "callbacks.figures.enabled=false",
+         "trainer.limit_val_batches=2", "trainer.limit_test_batches=2"]
+
+
 @pytest.fixture
 def quick_overrides(data_root, tmp_path):
     """Overrides for a quick CPU run that writes only under tmp_path and needs no W&B."""
@@ -36,3 +42,9 @@ def quick_overrides(data_root, tmp_path):
         "logger.enabled=false", "trainer.accelerator=cpu", "trainer.devices=1",
         "trainer.enable_model_summary=false", "trainer.enable_progress_bar=false",
     ]
+
+
+@pytest.fixture
+def small_overrides(quick_overrides):
+    """quick_overrides with the small settings above."""
+    return quick_overrides + SMALL

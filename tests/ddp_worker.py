@@ -26,7 +26,7 @@ class SaveParameters(Callback):
 
     def on_train_batch_start(self, trainer, module, batch, batch_idx):
         if batch_idx == 0:  # what this process trained on first
-            x = module.split_batch(batch)[0][0]
+            x = module.step_batch(batch).target  # the clean unlabeled images
             torch.save(x.cpu(), self.path_pattern.format(rank=trainer.global_rank).replace(".pt", "_batch.pt"))
 
     def on_train_end(self, trainer, module):

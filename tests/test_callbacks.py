@@ -9,9 +9,10 @@ from lightning.pytorch.loggers import WandbLogger
 from PIL import Image
 
 from callbacks import FIGURES, build_figure_callbacks
+from conftest import SMALL
 from lightning_aae.config import load_config
 from lightning_aae.data import TensorPairs
-from lightning_aae.models import build_module
+from lightning_aae.variants import build_module
 
 
 class RecordingWandb(WandbLogger):
@@ -31,7 +32,8 @@ class RecordingWandb(WandbLogger):
 def fake_trainer(module, logger, rank_zero=True, epoch=0):
     g = torch.Generator().manual_seed(0)
     x, y = torch.rand(300, 784, generator=g), torch.randint(0, 10, (300,), generator=g)
-    module.cluster_labels = torch.arange(module.n_categories) % 10 if hasattr(module, "n_categories") else None
+    if module.categories == "clusters":
+        module.cluster_assignment = torch.arange(module.n_categories) % 10
     return SimpleNamespace(
         is_global_zero=rank_zero, current_epoch=epoch, global_step=10, sanity_checking=False, fast_dev_run=False,
         max_epochs=5, state=SimpleNamespace(fn="fit"), loggers=[logger], callback_metrics={},
@@ -39,7 +41,7 @@ def fake_trainer(module, logger, rank_zero=True, epoch=0):
 
 
 def small(config):
-    return build_module(load_config(f"configs/{config}.yaml", ["model.hidden_dims=[32]", "model.disc_hidden_dims=[16]"]))
+    return build_module(load_config(f"configs/{config}.yaml", SMALL))
 
 
 @pytest.mark.parametrize("config, expected", [

@@ -49,7 +49,7 @@ def test_processes_train_on_different_shards(ddp_run, variant):
 
 
 def test_checkpoint_from_two_processes_loads_on_one_device(ddp_run):
-    from lightning_aae.models import SemiSupervisedAAE, load_module
+    from lightning_aae.variants import SemiSupervisedAAE, load_module
 
     module = load_module(str(ddp_run / "runs" / "semi_supervised" / "semi_supervised" / "checkpoints" / "last.ckpt"))
     assert isinstance(module, SemiSupervisedAAE)

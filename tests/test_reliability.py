@@ -9,11 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import SMALL
 from lightning_aae.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["model.hidden_dims=[64]", "model.disc_hidden_dims=[32]", "callbacks.figures.enabled=false",
-        "trainer.limit_val_batches=2", "trainer.limit_test_batches=2"]
 
 
 def run_main(capsys, *argv):
@@ -33,7 +32,7 @@ def autoencoder_run(tmp_path_factory, data_root):
     out = tmp_path_factory.mktemp("ae")
     code = main(["--config", "configs/autoencoder.yaml", f"data.root={data_root}", f"output_dir={out}",
                  "logger.enabled=false", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
-                 "trainer.enable_progress_bar=false", "logger.name=first", *TINY])
+                 "trainer.enable_progress_bar=false", "logger.name=first", *SMALL])
     assert code == 0
     files = sorted(p for p in out.rglob("*") if p.is_file())
     return out, {p: p.read_bytes() for p in files}
@@ -79,11 +78,11 @@ def test_corrupted_mnist_is_named_through_the_cli(capsys, quick_overrides, data_
     assert code == 2 and "train-labels-idx1-ubyte is truncated" in err
 
 
-def test_divergence_stops_with_the_phase_named_and_keeps_the_good_checkpoint(capsys, quick_overrides, tmp_path):
+def test_divergence_stops_with_the_phase_named_and_keeps_the_good_checkpoint(capsys, small_overrides, tmp_path):
     # epoch 0 trains normally; the scheduler then multiplies the learning rate by 1e30
-    code, err = run_main(capsys, "--config", "configs/aae.yaml", *quick_overrides, *TINY, "logger.name=div",
+    code, err = run_main(capsys, "--config", "configs/aae.yaml", *small_overrides, "logger.name=div",
                          "trainer.max_epochs=3", "trainer.limit_train_batches=20", "optim.scheduler=exponential",
-                         "optim.gamma=1e30", "logger.log_every_n_steps=5")
+                         "optim.gamma=1e30", "trainer.log_every_n_steps=5")
     assert code == 3
     assert "non-finite loss in phase" in err and "epoch 1" in err and "global step" in err
     assert len(err.splitlines()) == 1
@@ -96,7 +95,7 @@ def test_killed_run_resumes_from_last_and_keeps_its_wandb_run(data_root, tmp_pat
     args = [sys.executable, "train.py", "--config", "configs/aae.yaml", f"data.root={data_root}",
             f"output_dir={tmp_path / 'runs'}", f"logger.save_dir={tmp_path}", "logger.mode=offline",
             "logger.name=killed", "trainer.enable_progress_bar=false", "trainer.max_epochs=3",
-            "trainer.limit_train_batches=150", "model.hidden_dims=[256,256]", *TINY]
+            "trainer.limit_train_batches=150", *SMALL]
     env = dict(os.environ, WANDB_MODE="offline", OMP_NUM_THREADS="1")
     proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     last = tmp_path / "runs" / "aae" / "killed" / "checkpoints" / "last.ckpt"
@@ -126,7 +125,7 @@ def test_ctrl_c_saves_a_checkpoint(data_root, tmp_path):
     args = [sys.executable, "train.py", "--config", "configs/aae.yaml", f"data.root={data_root}",
             f"output_dir={tmp_path / 'runs'}", "logger.enabled=false", "logger.name=int",
             "trainer.enable_progress_bar=false", "trainer.max_epochs=50", "trainer.limit_train_batches=100",
-            "model.hidden_dims=[256,256]", *TINY]
+            *SMALL]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     # a shell started in the background (as CI may be) passes SIGINT down as ignored; a terminal does not
     proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

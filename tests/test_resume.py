@@ -6,9 +6,7 @@ import torch
 from lightning_aae.config import load_config
 from lightning_aae.training import train
 
-TINY = ["model.hidden_dims=[64]", "model.disc_hidden_dims=[32]", "callbacks.figures.enabled=false",
-        "trainer.limit_train_batches=8", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2",
-        "optim.scheduler=step", "optim.step_size=1", "seed=7"]
+SHORT = ["trainer.limit_train_batches=8", "optim.scheduler=step", "optim.step_size=1", "seed=7"]
 
 
 def _last(out: Path) -> dict:
@@ -16,8 +14,8 @@ def _last(out: Path) -> dict:
     return torch.load(ckpt, map_location="cpu", weights_only=False)
 
 
-def test_two_epochs_equal_one_plus_resumed_one(quick_overrides, tmp_path):
-    base = quick_overrides + TINY
+def test_two_epochs_equal_one_plus_resumed_one(small_overrides, tmp_path):
+    base = small_overrides + SHORT
     straight = load_config("configs/aae.yaml", base + ["trainer.max_epochs=2", f"output_dir={tmp_path}/a"])
     train(straight, verbose=False)
     first = load_config("configs/aae.yaml", base + ["trainer.max_epochs=1", f"output_dir={tmp_path}/b"])
@@ -40,10 +38,10 @@ def test_two_epochs_equal_one_plus_resumed_one(quick_overrides, tmp_path):
     assert len(list((tmp_path / "b" / "aae").iterdir())) == 1
 
 
-def test_last_checkpoint_is_the_latest_epoch_even_when_the_best_is_older(quick_overrides, tmp_path):
+def test_last_checkpoint_is_the_latest_epoch_even_when_the_best_is_older(small_overrides, tmp_path):
     # "best" = highest reconstruction loss, i.e. epoch 0 while the loss falls; last.ckpt must still
     # hold epoch 2 (Lightning's save_last alone would leave it at the best epoch).
-    cfg = load_config("configs/aae.yaml", quick_overrides + TINY + [
+    cfg = load_config("configs/aae.yaml", small_overrides + SHORT + [
         "trainer.max_epochs=3", "trainer.limit_train_batches=20", f"output_dir={tmp_path}/runs",
         "callbacks.checkpoint.monitor=val/recon_loss", "callbacks.checkpoint.mode=max"])
     train(cfg, verbose=False)

@@ -4,17 +4,22 @@ import math
 import pytest
 import torch
 
+from conftest import SMALL
 from lightning_aae.config import load_config
 from lightning_aae.metrics import assign_clusters_by_max_posterior, cluster_error, hungarian_accuracy
-from lightning_aae.models import VARIANT_CLASSES, build_module
 from lightning_aae.priors import make_prior
+from lightning_aae.schedule import StepBatch, reconstruction_phase
 from lightning_aae.training import train
-
-SMALL = ["model.hidden_dims=[128]", "model.disc_hidden_dims=[64]"]
+from lightning_aae.variants import VARIANTS, build_module
 
 
 def module_for(config, *overrides):
     return build_module(load_config(f"configs/{config}.yaml", SMALL + list(overrides))).eval()
+
+
+def optimizers_of(module):
+    built = module.configure_optimizers()
+    return built[0] if isinstance(built, tuple) else built  # (optimizers, schedulers) where there are schedules
 
 
 def test_supervised_decoder_output_changes_with_the_label_and_only_with_it():
@@ -37,14 +42,14 @@ def test_semi_supervised_encoder_splits_label_and_style():
         probs, z = m.classify(x), m.encode(x)
     assert probs.shape == (5, 10) and torch.allclose(probs.sum(1), torch.ones(5))
     assert z.shape == (5, 10)
-    assert [type(o).__name__ for o in m.configure_optimizers()] == ["Adam"] * 4  # recon, disc, gen, classify
+    assert [type(o).__name__ for o in optimizers_of(m)] == ["Adam"] * 4  # recon, disc, gen, classify
     assert set(m.discriminators) == {"category", "style"}
 
 
-def test_semi_supervised_classifier_beats_chance_after_a_few_hundred_steps(quick_overrides):
-    cfg = load_config("configs/semi_supervised.yaml", quick_overrides + SMALL + [
+def test_semi_supervised_classifier_beats_chance_after_a_few_hundred_steps(small_overrides):
+    cfg = load_config("configs/semi_supervised.yaml", small_overrides + [
         "trainer.max_epochs=1", "trainer.limit_train_batches=300", "trainer.limit_val_batches=4",
-        "callbacks.figures.enabled=false", "data.labels_per_class=10"])
+        "trainer.limit_test_batches=1.0", "data.labels_per_class=10"])
     metrics = train(cfg, verbose=False)
     assert metrics["test/n_images"] == 10000
     assert metrics["test/accuracy"] > 0.5  # chance is 0.1; 100 labels
@@ -91,7 +96,7 @@ def test_uniform_and_gaussian_priors_have_the_configured_spread():
 def test_label_regularized_discriminator_sees_the_label_slot():
     m = module_for("aae_label_regularized")
     x, y = torch.rand(6, 784), torch.tensor([0, 1, 2, -1, -1, 9])
-    (fake, real), = m.adversary_inputs(x, y, None).values()
+    (fake, real), = m.adversary_pairs(StepBatch(x=x, target=x, y=y)).values()
     assert fake.shape == real.shape == (6, 2 + 11)
     assert torch.equal(fake[:, 2:], real[:, 2:]) and fake[3, 2 + 10] == 1  # unlabeled -> 11th slot
 
@@ -100,14 +105,14 @@ def test_vae_training_loss_includes_the_kl_term():
     m = module_for("vae")
     x = torch.rand(8, 784)
     torch.manual_seed(0)
-    with_kl = m.training_reconstruction_loss(x, None, x)
+    with_kl = reconstruction_phase(m, StepBatch(x=x, target=x, y=None))[0]
     m.model_cfg["kl_weight"] = 0.0
     torch.manual_seed(0)
-    without = m.training_reconstruction_loss(x, None, x)
+    without = reconstruction_phase(m, StepBatch(x=x, target=x, y=None))[0]
     assert with_kl > without
 
 
-@pytest.mark.parametrize("variant", sorted(VARIANT_CLASSES))
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_conv_blocks_work_for_every_variant(variant):
     config = {"aae": "aae", "autoencoder": "autoencoder", "supervised": "supervised", "vae": "vae",
               "semi_supervised": "semi_supervised", "clustering": "clustering", "dim_reduction": "dim_reduction"}[variant]
@@ -124,14 +129,14 @@ def test_dim_reduction_represents_head_plus_style_and_spreads_the_heads():
     m = module_for("dim_reduction")
     x = torch.rand(4, 784)
     with torch.no_grad():
-        probs, style = m.classify(x), m._heads(x)[1]
+        probs, style = m.classify(x), m.heads(x)[1]
         assert torch.allclose(m.encode(x), probs @ m.cluster_heads + style, atol=1e-6)
         assert torch.pdist(m.cluster_heads).min() >= 2.0 and m.head_penalty() == 0  # spread at construction
         m.cluster_heads.zero_()
         assert m.head_penalty() == pytest.approx(2.0 * 20 * 19 / 2)  # every pair closer than 2
         m.cluster_heads.copy_(torch.arange(20.0).unsqueeze(1).repeat(1, 2) * 10)
         assert m.head_penalty() == 0
-    assert any(p is m.cluster_heads for p in m._phase_params()["recon"])
+    assert any(p is m.cluster_heads for p in m.phase_params()["recon"])
 
 
 def test_category_noise_blurs_both_inputs_of_the_categorical_discriminator():
@@ -139,13 +144,13 @@ def test_category_noise_blurs_both_inputs_of_the_categorical_discriminator():
     x = torch.rand(256, 784)
     exact = module_for("clustering", "model.category_noise=0")
     torch.manual_seed(1)
-    fake, real = exact.adversary_inputs(x, None, None)["category"]
+    fake, real = exact.adversary_pairs(StepBatch(x=x, target=x, y=None))["category"]
     assert torch.equal(real.sum(1), torch.ones(256)) and set(real.unique().tolist()) == {0.0, 1.0}
     assert torch.allclose(fake.sum(1), torch.ones(256))
     noisy = module_for("clustering", "model.category_noise=0.3")
     noisy.load_state_dict(exact.state_dict())
     torch.manual_seed(1)  # the same category draw, so both differences are the noise alone
-    n_fake, n_real = noisy.adversary_inputs(x, None, None)["category"]
+    n_fake, n_real = noisy.adversary_pairs(StepBatch(x=x, target=x, y=None))["category"]
     assert 0.25 < (n_fake - fake).std() < 0.35 and 0.25 < (n_real - real).std() < 0.35
     assert n_fake.requires_grad  # the generator still gets a gradient through the noisy codes
 
@@ -158,7 +163,7 @@ def test_category_noise_is_refused_where_there_is_no_categorical_discriminator()
 
 
 def test_adam_is_fused_on_cpu_unless_turned_off():
-    opts = module_for("semi_supervised").configure_optimizers()
+    opts = optimizers_of(module_for("semi_supervised"))
     assert [o.defaults["fused"] for o in opts] == [True] * 4
-    plain = module_for("semi_supervised", "optim.fused=false").configure_optimizers()
+    plain = optimizers_of(module_for("semi_supervised", "optim.fused=false"))
     assert [o.defaults["fused"] for o in plain] == [None] * 4  # torch's own choice (for-loop / foreach)

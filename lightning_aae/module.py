@@ -1,0 +1,208 @@
+"""The LightningModule every variant is: networks, the interface callbacks use, and thin hooks that
+hand each training batch to the stepper (lightning_aae/schedule.py) and each evaluation batch to the
+variant's metric bundles (lightning_aae/metrics.py).
+
+Cross-cutting concerns live elsewhere: the divergence check and the RNG state in checkpoints are
+callbacks (callbacks/guards.py), optimizers and schedules are built by lightning_aae/optim.py.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from .components import MLPDiscriminator, build_decoder, build_encoder
+from .metrics import EvalBundle, ReconstructionMetrics, RunningMeans, compute_all
+from .optim import build_optimizers, phase_setting
+from .priors import make_prior
+from .schedule import StepBatch, make_stepper
+
+
+def plain(cfg: Any) -> Dict[str, Any]:
+    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+
+
+def one_hot(labels: torch.Tensor, n: int) -> torch.Tensor:
+    return F.one_hot(labels.long(), n).float()
+
+
+class CodeInterface:
+    """Sizes and the interface callbacks, scripts and notebooks use (no Trainer needed): `encode`,
+    `style`, `decode`, `reconstruct`, `sample_prior`, `sample`, `forward`, `prior`, and `classify`
+    where `categories` is set. Needs `encoder`, `decoder`, `prior` and `latent_dim`."""
+
+    label_aware = False  # decode/sample take digit (or category) labels
+    categories: Optional[str] = None  # "digits" or "clusters" where classify(x) gives q(y|x)
+
+    # ---- sizes ------------------------------------------------------------------------------
+    def encoder_out_dim(self) -> int:
+        return self.latent_dim
+
+    def decoder_in_dim(self) -> int:
+        return self.latent_dim
+
+    def discriminator_dims(self) -> Dict[str, int]:
+        """Name -> input size of each discriminator; none for the non-adversarial variants."""
+        return {}
+
+    # ---- interface --------------------------------------------------------------------------
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """The continuous code (the style, for variants that also infer a category)."""
+        return self.encoder(x)
+
+    def style(self, x: torch.Tensor) -> torch.Tensor:
+        """The part of the code that decode(style, labels) combines with a label."""
+        return self.encode(x)
+
+    def decoder_input(self, z: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return z
+
+    def decode(self, z: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Images in [0, 1], shape [B, 784]."""
+        return torch.sigmoid(self.decoder(self.decoder_input(z, labels)))
+
+    def forward(self, x: torch.Tensor, labels: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+        """One encoder pass: 'code' (what `encode` gives), 'logits' (the reconstruction's pixel
+        logits) and, where the variant has categories, 'probs' (q(y|x))."""
+        z = self.encode(x)
+        return {"code": z, "logits": self.decoder(self.decoder_input(z, labels))}
+
+    def reconstruct(self, x: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return torch.sigmoid(self(x, labels)["logits"])
+
+    def sample_prior(self, n: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        if generator is not None:
+            return self.prior.sample(n, device="cpu", generator=generator).to(self.device)
+        return self.prior.sample(n, device=self.device)
+
+    def sample(self, n: int, labels: Optional[torch.Tensor] = None,
+               generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """Decoded draws from the prior (for `labels`, where the variant knows categories)."""
+        if self.label_aware and labels is None:
+            labels = torch.randint(0, self.n_categories, (n,), generator=generator).to(self.device)
+        return self.decode(self.sample_prior(n, generator), labels)
+
+
+class AutoencoderModule(CodeInterface, L.LightningModule):
+    """The LightningModule of every variant: networks, hyperparameters (the run config among them),
+    the hooks the schedule calls, and Lightning's hooks, which hand batches to the stepper and to
+    the variant's metric bundles."""
+
+    variant = "autoencoder"  # set by the registry in variants.py
+
+    def __init__(self, model: Dict[str, Any], optim: Dict[str, Any], run_config: Optional[Dict[str, Any]] = None,
+                 **legacy: Any):  # checkpoints before 2026-11-23 also carry log_every_n_steps
+        super().__init__()
+        model, optim = plain(model), plain(optim)
+        run_config = plain(run_config) if run_config is not None else None
+        self.save_hyperparameters({"variant": self.variant, "model": model, "optim": optim, "run_config": run_config})
+        self.automatic_optimization = False
+        self.model_cfg, self.optim_cfg = model, optim
+        self.latent_dim = model["latent_dim"]
+        self.prior = make_prior(model["prior"], self.latent_dim, model["prior_std"])
+        self.encoder = build_encoder(model, self.encoder_out_dim())
+        self.decoder = build_decoder(model, self.decoder_in_dim())
+        self.discriminators = nn.ModuleDict({
+            name: MLPDiscriminator(dim, model["disc_hidden_dims"], model["dropout"])
+            for name, dim in self.discriminator_dims().items()})
+        self.eval_metrics = nn.ModuleDict({stage: nn.ModuleList(self.metric_bundles(stage)) for stage in ("val", "test")})
+        self.running = RunningMeans()
+        self.stepper = None  # built with the optimizers
+
+    # ---- hooks of the schedule --------------------------------------------------------------
+    def corrupt(self, x: torch.Tensor) -> torch.Tensor:
+        """The encoder's training input: x plus Gaussian noise of std model.input_noise (x itself at 0)."""
+        std = self.model_cfg.get("input_noise", 0.0)
+        return x + std * torch.randn_like(x) if std else x
+
+    def training_forward(self, x: torch.Tensor, y: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """The reconstruction phase's pass; y is the digit (-1 where hidden), used only by decoders that take it."""
+        return self(x, y)
+
+    def code_penalties(self, batch: StepBatch, out: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """Terms added to the reconstruction loss; they see the batch (input and target) and the pass."""
+        return {}
+
+    def adversary_pairs(self, batch: StepBatch) -> Dict[str, tuple]:
+        """Discriminator name -> (codes with gradient to the encoder, samples of the target distribution)."""
+        return {}
+
+    def phase_params(self) -> Dict[str, List[nn.Parameter]]:
+        """Phase name -> the parameters its optimizer steps; the phases a variant has are these keys."""
+        params = {"recon": [*self.encoder.parameters(), *self.decoder.parameters()]}
+        if len(self.discriminators):
+            params["disc"] = list(self.discriminators.parameters())
+            params["gen"] = list(self.encoder.parameters())
+        return params
+
+    def metric_bundles(self, stage: str) -> List[EvalBundle]:
+        return [ReconstructionMetrics(self.latent_dim, self.model_cfg["recon_loss"])]
+
+    # ---- Lightning: training ----------------------------------------------------------------
+    def configure_optimizers(self):
+        params = self.phase_params()
+        max_epochs = int(self.trainer.max_epochs or 1) if self._trainer is not None else 1
+        optimizers, scheds = build_optimizers(self.optim_cfg, params, max_epochs)
+        self._phase_of_optimizer = {id(opt): name for name, opt in optimizers.items()}  # by name, not position
+        self.stepper = make_stepper(
+            self.optim_cfg.get("stepper", "eager"), params=params,
+            clip_norms={name: phase_setting(self.optim_cfg, name, "grad_clip") for name in params},
+            backward=self.manual_backward,
+            clip=lambda opt, _, norm: self.clip_gradients(opt, gradient_clip_val=norm, gradient_clip_algorithm="norm"))
+        return (list(optimizers.values()), scheds) if scheds else list(optimizers.values())
+
+    def optimizers_by_phase(self) -> Dict[str, Any]:
+        opts = self.optimizers()
+        return {self._phase_of_optimizer[id(o.optimizer)]: o for o in (opts if isinstance(opts, list) else [opts])}
+
+    def step_batch(self, batch) -> StepBatch:
+        return StepBatch.from_loader(batch, self.corrupt)
+
+    def training_step(self, batch, batch_idx):
+        stats = self.stepper.step(self, self.step_batch(batch), self.optimizers_by_phase())
+        means = self.running.add(stats, self.trainer.log_every_n_steps)
+        if means is not None:
+            self.log_dict({f"train/{n}": v for n, v in means.items()}, on_step=True, on_epoch=False)
+            self.log("train/recon_loss_step", means["recon_loss"], on_step=True, on_epoch=False, prog_bar=True,
+                     logger=False)
+
+    def on_train_epoch_start(self) -> None:
+        self.running.start_epoch()
+
+    def on_train_epoch_end(self) -> None:
+        means = self.running.epoch_means()
+        if means:
+            self.log_dict({f"train/{n}_epoch": v for n, v in means.items()}, on_step=False, on_epoch=True,
+                          sync_dist=True)
+        scheds = self.lr_schedulers()
+        for s in scheds if isinstance(scheds, list) else [scheds] if scheds is not None else []:
+            s.step()
+
+    # ---- Lightning: evaluation --------------------------------------------------------------
+    def _eval_step(self, stage: str, x: torch.Tensor, y: torch.Tensor) -> None:
+        labels = y if self.label_aware and self.categories is None else None  # supervised: the true digit
+        out = self(x, labels)
+        for bundle in self.eval_metrics[stage]:
+            bundle.update(self, x, y, out)
+
+    def _log_eval(self, stage: str) -> None:
+        values = compute_all(self.eval_metrics[stage], self, stage)
+        main = f"{stage}/recon_loss"
+        self.log(main, values.pop(main), prog_bar=True)
+        self.log_dict(values)
+
+    def validation_step(self, batch, batch_idx):
+        self._eval_step("val", *batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_eval("val")
+
+    def test_step(self, batch, batch_idx):
+        self._eval_step("test", *batch)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_eval("test")

@@ -1,0 +1,81 @@
+"""Options of the semi-supervised recipe: input noise (training only, clean target), SGD, milestones."""
+import pytest
+import torch
+
+from conftest import SMALL
+from lightning_aae.config import ConfigError, load_config
+from lightning_aae.losses import reconstruction_loss
+from lightning_aae.schedule import reconstruction_phase
+from lightning_aae.variants import build_module
+
+
+def _module(*overrides, config="semi_supervised"):
+    return build_module(load_config(f"configs/{config}.yaml", SMALL + list(overrides)))
+
+
+def _schedules(module):
+    built = module.configure_optimizers()
+    return built if isinstance(built, tuple) else (built, [])
+
+
+@pytest.mark.parametrize("config", ["autoencoder", "aae", "semi_supervised", "vae"])
+def test_input_noise_corrupts_the_encoder_input_in_training_and_keeps_the_target_clean(config):
+    module = _module("model.input_noise=0.5", config=config).train()
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(500, 784, generator=g), torch.randint(0, 10, (500,), generator=g)
+    batch = module.step_batch({"unlabeled": (x, y), "labeled": (x[:50], y[:50])} if config == "semi_supervised"
+                              else (x, y))
+    assert torch.equal(batch.target, x)
+    assert 0.48 < (batch.x - x).std() < 0.52
+    if batch.labeled is not None:
+        assert 0.45 < (batch.labeled[0] - x[:50]).std() < 0.55  # the labeled batch is corrupted the same way
+    if config != "vae":  # the VAE samples its code; the others are deterministic given the input
+        loss, _ = reconstruction_phase(module, batch)
+        clean_target = reconstruction_loss(module.training_forward(batch.x, batch.y)["logits"], x)
+        assert torch.allclose(loss, clean_target)
+
+
+def test_input_noise_is_off_in_evaluation():
+    noisy = _module("model.input_noise=5.0").eval()
+    clean = _module().eval()
+    clean.load_state_dict(noisy.state_dict())
+    g = torch.Generator().manual_seed(0)
+    batch = (torch.rand(64, 784, generator=g), torch.randint(0, 10, (64,), generator=g))
+    for m in (noisy, clean):
+        m.validation_step(batch, 0)
+    values = [{k: v for b in m.eval_metrics["val"] for k, v in b.compute(m, "val").items()} for m in (noisy, clean)]
+    assert values[0].keys() == values[1].keys()
+    assert all(torch.equal(values[0][k], values[1][k]) for k in values[0])
+
+
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before")  # no training here
+def test_multistep_schedule_multiplies_the_rates_at_the_milestones_per_phase():
+    module = _module("optim.scheduler=multistep", "optim.milestones=[2,4]", "optim.gamma=0.1",
+                     "optim.disc.milestones=[1]", "optim.lr=1e-3", "optim.recon.lr=1e-2", "optim.classify.lr=1e-2")
+    opts, scheds = _schedules(module)
+    rates = []
+    for _ in range(5):
+        rates.append([o.param_groups[0]["lr"] for o in opts])
+        for s in scheds:
+            s.step()
+    recon, disc = [r[0] for r in rates], [r[1] for r in rates]
+    assert recon == pytest.approx([1e-2, 1e-2, 1e-3, 1e-3, 1e-4])
+    assert disc == pytest.approx([1e-3, 1e-4, 1e-4, 1e-4, 1e-4])  # its own milestones
+
+
+def test_the_papers_sgd_recipe_is_a_config():
+    opts, scheds = _schedules(build_module(load_config("configs/semi_supervised_paper.yaml", SMALL)))
+    assert [type(o).__name__ for o in opts] == ["SGD"] * 4
+    assert [(o.defaults["lr"], o.defaults["momentum"]) for o in opts] == [(0.01, 0.9), (0.1, 0.1), (0.1, 0.1),
+                                                                           (0.1, 0.1)]
+    assert [s.milestones for s in scheds] == [{50: 1, 1000: 1}] * 4
+
+
+@pytest.mark.parametrize("override, named", [
+    ("optim.scheduler=multistep", "optim.milestones"), ("optim.milestones=[5,3]", "optim.milestones"),
+    ("model.input_noise=-0.1", "model.input_noise"), ("optim.optimizer=rmsprop", "optim.optimizer"),
+    ("num_threads=0", "num_threads"),
+])
+def test_bad_recipe_settings_are_named(override, named):
+    with pytest.raises(ConfigError, match=named.replace(".", "\\.")):
+        load_config("configs/aae.yaml", [override])

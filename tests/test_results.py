@@ -1,0 +1,53 @@
+"""The results registry and the tables generated from it."""
+import json
+
+import pytest
+
+from lightning_aae import results
+
+
+def _result(seed, error, labels_per_class=100, recipe="adam-noise"):
+    cfg = {"seed": seed, "model": {"variant": "semi_supervised", "latent_dim": 10, "n_clusters": 16},
+           "data": {"labels_per_class": labels_per_class}, "num_threads": 1}
+    return {"config": cfg, "metrics": {"test/error": error, "test/accuracy": 1 - error}, "epochs": 70,
+            "best_epoch": 60, "wall_s": 4000.0, "command": "python train.py --config configs/semi_supervised.yaml",
+            "commit": "abc", "date": "2026-11-23", "hardware": "cpu", "run_dir": "runs/x", "recipe": recipe}
+
+
+def test_a_run_becomes_one_registry_line_with_what_the_issue_asks(tmp_path):
+    reg = tmp_path / "results.jsonl"
+    results.append(results.registry_line(_result(0, 0.0291)), reg)
+    (line,) = results.read(reg)
+    assert line["experiment"] == "semi_supervised" and line["labels"] == 1000 and line["seed"] == 0
+    assert line["metric"] == "test_error" and line["value"] == pytest.approx(2.91)
+    assert all(line[k] is not None for k in results.REQUIRED)
+
+
+def test_table_gives_mean_and_sample_std_over_seeds_per_recipe(tmp_path):
+    rows = [results.registry_line(r) for r in
+            (_result(0, 0.02), _result(1, 0.03), _result(0, 0.05, labels_per_class=10), _result(0, 0.04, recipe="sgd"))]
+    text = results.table(rows)
+    (adam_1000,) = [l for l in text.splitlines() if "labels 1000" in l and "adam-noise" in l]
+    assert "2.50 ± 0.71" in adam_1000 and "| 2 |" in adam_1000 and "1.60 ± 0.08" in adam_1000
+    (single,) = [l for l in text.splitlines() if "labels 100 " in l]
+    assert "| 5.00 |" in single and "| 1 |" in single  # one seed: no spread is claimed
+
+
+def test_table_is_written_between_its_markers_only(tmp_path):
+    doc = tmp_path / "results.md"
+    doc.write_text(f"# Results\n\nintro\n\n{results.BEGIN}\nold table\n{results.END}\n\nafter\n")
+    results.write_table(doc, [results.registry_line(_result(0, 0.03))])
+    text = doc.read_text()
+    assert "old table" not in text and "| 3.00 |" in text and text.startswith("# Results\n\nintro")
+    assert text.rstrip().endswith("after")
+
+
+def test_incomplete_lines_and_unfinished_runs_are_refused(tmp_path, capsys):
+    with pytest.raises(ValueError, match="lacks commit"):
+        results.append({**results.registry_line(_result(0, 0.03)), "commit": None}, tmp_path / "r.jsonl")
+    assert results.main(["record", str(tmp_path), "--registry", str(tmp_path / "r.jsonl")]) == 2
+    assert "result.json not found" in capsys.readouterr().err
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "result.json").write_text(json.dumps(_result(3, 0.04)))
+    assert results.main(["record", str(tmp_path / "run"), "--registry", str(tmp_path / "r.jsonl")]) == 0
+    assert results.read(tmp_path / "r.jsonl")[0]["seed"] == 3
