@@ -313,4 +313,7 @@ def load_module(ckpt_path: str, map_location="cpu") -> AutoencoderModule:
     variant = checkpoint_variant(ckpt_path)
     if variant not in VARIANTS:
         raise ValueError(f"checkpoint {ckpt_path} holds unknown variant '{variant}'")
-    return VARIANTS[variant].load_from_checkpoint(ckpt_path, map_location=map_location).eval()
+    # building the networks draws initial weights from the global generator before the saved
+    # ones replace them; a forked generator keeps the caller's stream where it was
+    with torch.random.fork_rng(devices=[]):
+        return VARIANTS[variant].load_from_checkpoint(ckpt_path, map_location=map_location).eval()

@@ -28,3 +28,15 @@ def test_aae_learns_to_reconstruct_and_checkpoints_load(small_overrides):
         assert module.reconstruct(x).shape == (4, 784)
         assert module.sample(3).shape == (3, 784)
         assert module.encode(x).shape == (4, 2)
+
+
+def test_loading_a_checkpoint_leaves_the_callers_random_state_alone(small_overrides):
+    cfg = load_config("configs/autoencoder.yaml", small_overrides + ["trainer.max_epochs=1",
+                                                                     "trainer.limit_train_batches=2"])
+    train(cfg, verbose=False)
+    (ckpt,) = __import__("pathlib").Path(cfg.output_dir).glob("autoencoder/*/checkpoints/last.ckpt")
+    assert "RNGState" in str(torch.load(ckpt, weights_only=False)["callbacks"])  # it is saved, for resuming
+    torch.manual_seed(1234)
+    before = torch.get_rng_state()
+    load_module(str(ckpt))
+    assert torch.equal(torch.get_rng_state(), before)

@@ -167,3 +167,15 @@ def test_adam_is_fused_on_cpu_unless_turned_off():
     assert [o.defaults["fused"] for o in opts] == [True] * 4
     plain = optimizers_of(module_for("semi_supervised", "optim.fused=false"))
     assert [o.defaults["fused"] for o in plain] == [None] * 4  # torch's own choice (for-loop / foreach)
+
+
+def test_streaming_cluster_rule_equals_the_rule_over_the_whole_set():
+    from lightning_aae.metrics import MaxPosteriorRule
+
+    g = torch.Generator().manual_seed(0)
+    probs = torch.softmax(torch.randn(1000, 7, generator=g) * 3, 1)
+    labels = torch.randint(0, 10, (1000,), generator=g)
+    rule = MaxPosteriorRule(7)
+    for i in range(0, 1000, 128):  # batches, as validation feeds it
+        rule.update(probs[i: i + 128], labels[i: i + 128])
+    assert torch.equal(rule.compute(), assign_clusters_by_max_posterior(probs, labels))
