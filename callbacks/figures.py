@@ -188,11 +188,9 @@ class LatentScatterFigure(FigureCallback):
         self.publish(trainer, f"{stage}/latent_scatter",
                      figure_to_array(latent_scatter(codes, labels, prior, f"{stage} codes, {when}")))
         if stage == "test":
-            import wandb
-
             columns = [f"z{i}" for i in range(codes.shape[1])] + ["label"]
             rows = [[*map(float, c), int(lab)] for c, lab in zip(codes, labels)]
-            publish_wandb(trainer, {f"{stage}/latent_table": lambda: wandb.Table(columns=columns, data=rows)})
+            publish_wandb(trainer, {f"{stage}/latent_table": lambda wandb: wandb.Table(columns=columns, data=rows)})
 
 
 class ManifoldFigure(FigureCallback):
@@ -247,10 +245,8 @@ class ClassificationFigure(FigureCallback):
         if module.categories == "digits":
             fig = count_matrix_figure(counts, f"{stage} confusion matrix, {self.moment(trainer, stage)}", "predicted")
             if stage == "test":
-                import wandb
-
                 yt, yp = y.cpu().tolist(), pred.cpu().tolist()
-                publish_wandb(trainer, {f"{stage}/confusion_matrix_plot": lambda: wandb.plot.confusion_matrix(
+                publish_wandb(trainer, {f"{stage}/confusion_matrix_plot": lambda wandb: wandb.plot.confusion_matrix(
                     y_true=yt, preds=yp, class_names=[str(i) for i in range(10)])})
         else:
             # the paper's rule names clusters from validation images: from these on validation,

@@ -44,8 +44,10 @@ class DivergenceCheck(Callback):
 
 class RNGState(Callback):
     """The global torch (and CUDA) random state travels with every checkpoint and is restored when a
-    fit resumes from one, so 2 epochs straight equal 1 + 1 resumed. Loading a checkpoint for
-    evaluation or generation does not touch it: the caller's random state stays the caller's."""
+    fit resumes from one, so 2 epochs straight equal 1 + 1 resumed, and a run stopped mid-epoch and
+    resumed equals one never stopped (data loading does not draw from it: lightning_aae/data.py).
+    Loading a checkpoint for evaluation or generation does not touch it: the caller's random
+    state stays the caller's."""
 
     def state_dict(self) -> Dict[str, Any]:
         states = {"torch": torch.get_rng_state()}

@@ -47,7 +47,12 @@ def publish_image(trainer, key: str, image: np.ndarray, out_dir: Optional[Path],
 
 
 def publish_wandb(trainer, items: dict) -> None:
-    """Log W&B-only objects (tables, plots) to every W&B logger; values are thunks, built only when needed."""
-    for logger in getattr(trainer, "loggers", []):
-        if isinstance(logger, WandbLogger):
-            logger.experiment.log({key: make() for key, make in items.items()})
+    """Log W&B-only objects (tables, plots) to every W&B logger. Values are functions of the wandb
+    module, called only when a W&B logger is attached: without one, wandb is never imported."""
+    loggers = [lg for lg in getattr(trainer, "loggers", []) if isinstance(lg, WandbLogger)]
+    if not loggers:
+        return
+    import wandb
+
+    for logger in loggers:
+        logger.experiment.log({key: make(wandb) for key, make in items.items()})

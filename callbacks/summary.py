@@ -22,7 +22,8 @@ class EpochSummary(Callback):
 
     def on_train_epoch_end(self, trainer, module):
         # the module logs its epoch means after the callbacks' hooks, so print at the next start
-        self._line = (trainer.current_epoch, time.perf_counter() - self._start)
+        if self._start is not None:  # None when a resumed fit re-enters an epoch it had finished
+            self._line = (trainer.current_epoch, time.perf_counter() - self._start)
 
     def on_train_end(self, trainer, module):
         self._show(trainer)

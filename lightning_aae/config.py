@@ -122,6 +122,7 @@ class LoggerConfig:
     group: Optional[str] = None  # defaults to the variant
     tags: List[str] = field(default_factory=list)
     save_dir: str = "."  # W&B writes its runs under <save_dir>/wandb
+    init_timeout: float = 30.0  # seconds W&B may take to start online before the run goes on offline
 
 
 @dataclass
@@ -144,9 +145,18 @@ class FiguresConfig:
 
 
 @dataclass
+class PreemptionConfig:
+    # signals that, during fit, finish the step, save checkpoints/last.ckpt and exit with 128 + signal
+    signals: List[str] = field(default_factory=lambda: ["SIGTERM", "SIGINT", "SIGUSR1"])
+    # under SLURM, this one also requeues the job (scontrol requeue); run it with ckpt_path=auto
+    requeue_signal: Optional[str] = "SIGUSR1"
+
+
+@dataclass
 class CallbacksConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     figures: FiguresConfig = field(default_factory=FiguresConfig)
+    preemption: PreemptionConfig = field(default_factory=PreemptionConfig)
     progress_bar_refresh_rate: int = 20
 
 
@@ -190,7 +200,9 @@ TrainerConfig = _make_trainer_config()
 class Config:
     seed: int = 42
     output_dir: str = "runs"
-    ckpt_path: Optional[str] = None  # a checkpoint file, or "last" for this run's last one
+    # a checkpoint file; "last": the newest last.ckpt of this variant (or logger.name), which must exist;
+    # "auto": the same if there is one, else a new run (for jobs that are requeued or restarted)
+    ckpt_path: Optional[str] = None
     num_threads: Optional[int] = None  # torch CPU threads for this run (null: torch's default)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -264,6 +276,12 @@ def _check_choices(cfg: DictConfig) -> None:
     for name in ("hidden_dims", "disc_hidden_dims"):
         if any(h <= 0 for h in m[name]):
             raise ConfigError(f"model.{name} must hold positive sizes, got {list(m[name])}")
+    from callbacks.preemption import signal_numbers
+
+    try:
+        signal_numbers(list(cfg.callbacks.preemption.signals) + [s for s in [cfg.callbacks.preemption.requeue_signal] if s])
+    except ValueError as exc:
+        raise ConfigError(f"callbacks.preemption: {exc}") from None
     if cfg.num_threads is not None and cfg.num_threads < 1:
         raise ConfigError(f"num_threads must be at least 1, got {cfg.num_threads}")
     _check_variant(cfg)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import gzip
 import struct
+import warnings
 from pathlib import Path
 from typing import Optional, Tuple
 
@@ -10,7 +11,7 @@ import lightning as L
 import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from lightning.pytorch.utilities import CombinedLoader
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 MNIST_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", 60000),
@@ -24,6 +25,15 @@ class DataError(RuntimeError):
 
 
 def _open_idx(path: Path) -> bytes:
+    try:
+        return _read_idx_bytes(path)
+    except FileNotFoundError:
+        raise DataError(f"MNIST file {path} (or {path.name}.gz) is missing") from None
+    except OSError as exc:
+        raise DataError(f"MNIST file {exc.filename or path} cannot be read ({exc.strerror or type(exc).__name__})") from None
+
+
+def _read_idx_bytes(path: Path) -> bytes:
     if path.is_file():
         return path.read_bytes()
     gz = path.with_name(path.name + ".gz")
@@ -32,7 +42,8 @@ def _open_idx(path: Path) -> bytes:
             with gzip.open(gz) as f:
                 return f.read()
         except (OSError, EOFError) as exc:
-            raise DataError(f"MNIST file {gz} is corrupted ({exc}); delete it and download again") from None
+            raise DataError(f"MNIST file {gz} is corrupted ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
+                            "delete it and download again") from None
     raise FileNotFoundError(path)
 
 
@@ -124,6 +135,37 @@ class TensorPairs(Dataset):
         return TensorPairs(self.x.to(device), self.y.to(device))
 
 
+class EpochShuffle(Sampler):
+    """A random order per pass, seeded from (run seed, epoch, pass) and never from the global generator.
+
+    Any pass can be rebuilt, so a run stopped mid-epoch resumes with exactly the batches the
+    uninterrupted run would have trained on, and data loading never moves the global random stream
+    that the training noise comes from (which the checkpoint's RNG state restores).
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int, resume: Optional[dict] = None):
+        self.n, self.batch_size, self.seed = n, batch_size, seed
+        self.epoch, self.passes = 0, 0
+        self._resume = resume  # {"epoch", "trained" (batches), "batches_per_pass"}
+
+    def __len__(self) -> int:
+        return self.n
+
+    def set_epoch(self, epoch: int) -> None:  # Lightning calls it at every epoch start
+        self.epoch, self.passes = epoch, 0
+        if self._resume is not None and self._resume["epoch"] == epoch:
+            self.passes = self._resume["trained"] // self._resume["batches_per_pass"]
+
+    def __iter__(self):
+        skip = 0
+        if self._resume is not None and self._resume["epoch"] == self.epoch:
+            skip = (self._resume["trained"] % self._resume["batches_per_pass"]) * self.batch_size
+            self._resume = None  # only the interrupted pass resumes part-way
+        g = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch * 10_007 + self.passes) % 2**63)
+        self.passes += 1
+        return iter(torch.randperm(self.n, generator=g)[skip:].tolist())
+
+
 def _batch_as_is(batch):
     return batch
 
@@ -173,20 +215,23 @@ class MNISTDataModule(L.LightningDataModule):
 
     def __init__(self, root: str = "data", download: bool = True, batch_size: int = 100,
                  labeled_batch_size: int = 100, val_size: int = 10000, labels_per_class: int = 0,
-                 split_seed: int = 0, on_device: bool = True):
+                 split_seed: int = 0, on_device: bool = True, seed: int = 0):
         super().__init__()
         self.root, self.download = root, download
         self.batch_size, self.labeled_batch_size = batch_size, labeled_batch_size
         self.val_size, self.labels_per_class = val_size, labels_per_class
         self.split_seed, self.on_device = split_seed, on_device
+        self.seed = seed  # the run's seed: the training order of every epoch derives from it
         self.labeled: Optional[TensorPairs] = None
         self.unlabeled: Optional[TensorPairs] = None
         self.val: Optional[TensorPairs] = None
         self.test: Optional[TensorPairs] = None
+        self._samplers: dict = {}
+        self._resume: Optional[dict] = None
 
     @classmethod
-    def from_config(cls, data_cfg) -> "MNISTDataModule":
-        return cls(**dict(data_cfg))
+    def from_config(cls, data_cfg, seed: int = 0) -> "MNISTDataModule":
+        return cls(**dict(data_cfg), seed=seed)
 
     def prepare_data(self) -> None:
         root = Path(self.root).expanduser()
@@ -236,12 +281,39 @@ class MNISTDataModule(L.LightningDataModule):
                               collate_fn=_batch_as_is, num_workers=0)
         return self._loader(data, self.batch_size * 10, shuffle=False)
 
+    def _train_loader(self, name: str, data: TensorPairs, batch_size: int, drop_last: bool) -> DataLoader:
+        # a private generator: making an iterator draws a seed from it, not from the global stream
+        private = torch.Generator().manual_seed(self.seed)
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None and trainer.world_size > 1:  # Lightning shards it with its DistributedSampler
+            return DataLoader(data, batch_size=batch_size, shuffle=True, drop_last=drop_last, generator=private,
+                              collate_fn=_batch_as_is, num_workers=0)
+        per_pass = len(data) // batch_size if drop_last else -(-len(data) // batch_size)
+        resume = {**self._resume, "batches_per_pass": per_pass} if self._resume else None
+        stream = {"unlabeled": 0, "labeled": 1}[name]
+        self._samplers[name] = EpochShuffle(len(data), batch_size, self.seed * 2 + stream, resume)
+        return DataLoader(data, batch_size=batch_size, sampler=self._samplers[name], drop_last=drop_last,
+                          generator=private, collate_fn=_batch_as_is, num_workers=0)
+
     def train_dataloader(self):
-        unlabeled = self._loader(self.unlabeled, self.batch_size, shuffle=True, drop_last=True)
+        unlabeled = self._train_loader("unlabeled", self.unlabeled, self.batch_size, drop_last=True)
         if not self.labels_per_class:
             return unlabeled
-        labeled = self._loader(self.labeled, min(self.labeled_batch_size, len(self.labeled)), shuffle=True)
+        labeled = self._train_loader("labeled", self.labeled, min(self.labeled_batch_size, len(self.labeled)), False)
         return CombinedLoader({"unlabeled": unlabeled, "labeled": labeled}, mode="max_size_cycle")
+
+    def state_dict(self) -> dict:
+        """Where training stands in the epoch, for an exact mid-epoch resume (single process)."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None or not self._samplers or trainer.world_size > 1:
+            return {}
+        return {"epoch": trainer.current_epoch, "trained": trainer.fit_loop.epoch_loop.batch_progress.current.processed}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._resume = state or None
+        if self._resume:
+            # true of Lightning's own view of the loaders, not here: the samplers replay the epoch
+            warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch ended.*")
 
     def val_dataloader(self):
         return self._eval_loader(self.val)

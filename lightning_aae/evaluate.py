@@ -34,11 +34,12 @@ def evaluate(ckpt_path: str, data_root: str | None = None, parzen: bool = False,
              figures: str | None = None) -> dict:
     import lightning as L
 
+    from .storage import SafeCheckpointIO, load_checkpoint
     from .variants import load_module
 
     if not Path(ckpt_path).is_file():
         raise DataError(f"checkpoint not found: {ckpt_path}")
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    ckpt = load_checkpoint(ckpt_path)  # weights only: a file holding anything else is refused, not run
     module = load_module(ckpt_path)
     dm = datamodule_for(ckpt, data_root)
     callbacks = []
@@ -47,7 +48,8 @@ def evaluate(ckpt_path: str, data_root: str | None = None, parzen: bool = False,
 
         callbacks = build_figure_callbacks(figures, list(FIGURES))
     trainer = L.Trainer(accelerator="auto", devices=1, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, callbacks=callbacks)
+                        enable_progress_bar=False, enable_model_summary=False, callbacks=callbacks,
+                        plugins=[SafeCheckpointIO()])
     with warnings.catch_warnings():
         # testing needs only the weights, not the training run's checkpoint callbacks
         warnings.filterwarnings("ignore", message=".*callbacks used to create the checkpoint.*")

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import netrc
 import os
+import sys
 import time
-import warnings
 from pathlib import Path
 from typing import Any, Dict, Optional
 
@@ -13,9 +13,12 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from omegaconf import DictConfig, OmegaConf
 
+from callbacks.preemption import Preempted
+
 from .config import ConfigError
 from .data import MNISTDataModule
 from .schedule import DivergenceError
+from .storage import SafeCheckpointIO, check_writable, write_text_atomic
 from .variants import build_module, checkpoint_variant
 
 RUN_DIR_ENV = "AAE_RUN_DIR"  # shared with the DDP worker processes Lightning starts
@@ -27,14 +30,17 @@ def wandb_mode(requested: str) -> str:
         return requested
     if os.environ.get("WANDB_MODE") in ("online", "offline", "disabled"):
         return os.environ["WANDB_MODE"]
+    return "online" if logged_in_to_wandb() else "offline"
+
+
+def logged_in_to_wandb() -> bool:
+    """WANDB_API_KEY is set, or `wandb login` stored a key."""
     if os.environ.get("WANDB_API_KEY"):
-        return "online"
+        return True
     try:
-        if netrc.netrc().authenticators("api.wandb.ai"):
-            return "online"
+        return bool(netrc.netrc().authenticators("api.wandb.ai"))
     except (FileNotFoundError, netrc.NetrcParseError, OSError):
-        pass
-    return "offline"
+        return False
 
 
 def _run_name(cfg: DictConfig) -> str:
@@ -53,26 +59,25 @@ def _new_run_dir(cfg: DictConfig) -> Path:
     return run_dir
 
 
-def _find_last(cfg: DictConfig) -> Path:
+def _find_last(cfg: DictConfig) -> Optional[Path]:
     base = Path(cfg.output_dir) / cfg.model.variant
     pattern = f"{cfg.logger.name}*/checkpoints/last.ckpt" if cfg.logger.name else "*/checkpoints/last.ckpt"
     found = sorted(base.glob(pattern), key=lambda p: p.stat().st_mtime)
-    if not found:
+    if not found and cfg.ckpt_path == "last":
         raise ConfigError(f"ckpt_path=last but no last.ckpt under {base}")
-    return found[-1]
+    return found[-1] if found else None
 
 
 def resolve_checkpoint(cfg: DictConfig) -> Optional[Path]:
-    """The checkpoint to resume from, checked to exist and to hold this config's variant."""
+    """The checkpoint to resume from, checked to exist, to be safe to load and to hold this config's variant."""
     if not cfg.ckpt_path:
         return None
-    path = _find_last(cfg) if cfg.ckpt_path == "last" else Path(cfg.ckpt_path)
+    path = _find_last(cfg) if cfg.ckpt_path in ("last", "auto") else Path(cfg.ckpt_path)
+    if path is None:
+        return None  # auto, and nothing to resume
     if not path.is_file():
         raise ConfigError(f"ckpt_path not found: {path}")
-    try:
-        variant = checkpoint_variant(str(path))
-    except Exception as exc:
-        raise ConfigError(f"ckpt_path {path} is not a readable checkpoint ({type(exc).__name__})") from None
+    variant = checkpoint_variant(str(path))  # CheckpointError (one line) when unreadable or unsafe
     if variant != cfg.model.variant:
         raise ConfigError(f"ckpt_path {path} is a '{variant}' checkpoint, but model.variant is '{cfg.model.variant}'")
     return path
@@ -97,44 +102,74 @@ def _pick_run_dir(cfg: DictConfig, ckpt: Optional[Path]) -> Path:
     return _new_run_dir(cfg)
 
 
+def _note(message: str) -> None:
+    """One line on stderr from rank 0: something the user should know that does not stop the run."""
+    if L.fabric.utilities.rank_zero.rank_zero_only.rank == 0:
+        print(message, file=sys.stderr, flush=True)
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [""])[0][:160]
+
+
+def _start_wandb(cfg: DictConfig, run_dir: Path, mode: str, run_id: Optional[str]):
+    import wandb
+    from lightning.pytorch.loggers import WandbLogger
+
+    save_dir = Path(cfg.logger.save_dir)
+    save_dir.mkdir(parents=True, exist_ok=True)
+    logger = WandbLogger(
+        project=cfg.logger.project, entity=cfg.logger.entity, name=run_dir.name,
+        group=cfg.logger.group or cfg.model.variant, tags=list(cfg.logger.tags) or None,
+        save_dir=str(save_dir), offline=(mode == "offline"), id=run_id, resume="allow" if run_id else None,
+        config=OmegaConf.to_container(cfg, resolve=True), job_type="train",
+        # the mode is named here too: Lightning switches to offline through WANDB_MODE at first use,
+        # which a Settings object made before then would override
+        settings=wandb.Settings(init_timeout=cfg.logger.init_timeout, mode=mode),
+    )
+    logger.experiment  # starts the run now, so a failure is caught here
+    return logger
+
+
 def build_logger(cfg: DictConfig, run_dir: Path):
-    """A WandbLogger (offline unless logged in), or None when disabled or W&B cannot start."""
+    """A WandbLogger, offline unless logged in; online that cannot start (no login, no server within
+    logger.init_timeout seconds) falls back to offline with one line. None when disabled, or when
+    W&B cannot start at all (training goes on; figures are still written as PNG files)."""
     mode = wandb_mode(cfg.logger.mode)
     if not cfg.logger.enabled or mode == "disabled":
         return None
-    from lightning.pytorch.loggers import WandbLogger
-
     id_file = run_dir / "wandb_id"
     run_id = id_file.read_text().strip() if id_file.is_file() else None
-    save_dir = Path(cfg.logger.save_dir)
+    if mode == "online" and not logged_in_to_wandb():
+        _note("W&B: logger.mode=online but no W&B login (WANDB_API_KEY or `wandb login`); logging offline, "
+              f"upload later with `wandb sync {Path(cfg.logger.save_dir) / 'wandb'}/offline-run-*`")
+        mode = "offline"
     try:
-        save_dir.mkdir(parents=True, exist_ok=True)
-        logger = WandbLogger(
-            project=cfg.logger.project, entity=cfg.logger.entity, name=run_dir.name,
-            group=cfg.logger.group or cfg.model.variant, tags=list(cfg.logger.tags) or None,
-            save_dir=str(save_dir), offline=(mode == "offline"), id=run_id, resume="allow" if run_id else None,
-            config=OmegaConf.to_container(cfg, resolve=True), job_type="train",
-        )
-        experiment = logger.experiment  # starts the run now, so a failure is caught here
-        if L.fabric.utilities.rank_zero.rank_zero_only.rank == 0 and getattr(experiment, "id", None):
-            id_file.write_text(experiment.id)
-        return logger
+        logger = _start_wandb(cfg, run_dir, mode, run_id)
     except Exception as exc:  # W&B must never stop training
-        warnings.warn(f"W&B could not start ({type(exc).__name__}: {exc}); training goes on without it")
-        return None
+        if mode != "online":
+            _note(f"W&B could not start ({type(exc).__name__}: {_first_line(exc)}); training goes on without it")
+            return None
+        _note(f"W&B: cannot reach the server ({type(exc).__name__}: {_first_line(exc)}); logging offline, "
+              f"upload later with `wandb sync {Path(cfg.logger.save_dir) / 'wandb'}/offline-run-*`")
+        return build_logger(OmegaConf.merge(cfg, {"logger": {"mode": "offline"}}), run_dir)
+    if L.fabric.utilities.rank_zero.rank_zero_only.rank == 0 and getattr(logger.experiment, "id", None):
+        write_text_atomic(id_file, logger.experiment.id)
+    return logger
 
 
 LAST_NAME = "last"  # checkpoints/last.ckpt: the latest epoch, what ckpt_path=last resumes from
 
 
 def build_callbacks(cfg: DictConfig, run_dir: Path) -> list:
-    from callbacks import DivergenceCheck, EpochSummary, RNGState, SaveOnInterrupt, build_figure_callbacks
+    from callbacks import DivergenceCheck, EpochSummary, Preemption, RNGState, build_figure_callbacks
 
     c = cfg.callbacks
     result = [
         ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="epoch{epoch:03d}", auto_insert_metric_name=False,
                         monitor=c.checkpoint.monitor, mode=c.checkpoint.mode, save_top_k=c.checkpoint.save_top_k),
-        SaveOnInterrupt(run_dir / "checkpoints"),
+        Preemption(run_dir / "checkpoints" / f"{LAST_NAME}.ckpt", list(c.preemption.signals),
+                   c.preemption.requeue_signal),
         DivergenceCheck(),
         RNGState(),
     ]
@@ -190,9 +225,10 @@ def train(cfg: DictConfig, verbose: bool = True, extra_callbacks: Optional[list]
     started = time.time()
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
+    check_writable(cfg.output_dir, "output_dir")  # before any work, not at the first checkpoint
     ckpt = resolve_checkpoint(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    datamodule = MNISTDataModule.from_config(cfg.data)
+    datamodule = MNISTDataModule.from_config(cfg.data, seed=cfg.seed)
     if int(os.environ.get("LOCAL_RANK", 0)) == 0:  # one download per node, never two writing one folder
         datamodule.prepare_data()  # fail on missing data or impossible splits before anything is written
     datamodule.check_splits()
@@ -202,13 +238,13 @@ def train(cfg: DictConfig, verbose: bool = True, extra_callbacks: Optional[list]
     run_dir.mkdir(parents=True, exist_ok=True)
     is_zero = int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
     if is_zero:
-        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+        write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg))
 
     module = build_module(cfg)  # the resolved run config travels in its hyperparameters
     logger = build_logger(cfg, run_dir)  # every rank: non-zero ranks get W&B's dummy run
     callbacks = build_callbacks(cfg, run_dir) + list(extra_callbacks or [])
     trainer = L.Trainer(**trainer_kwargs(cfg), logger=logger if logger is not None else False,
-                        callbacks=callbacks, default_root_dir=str(run_dir))
+                        callbacks=callbacks, default_root_dir=str(run_dir), plugins=[SafeCheckpointIO()])
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt) if ckpt else None)
         metrics = _scalars(trainer.callback_metrics)  # the last epoch's train/ and val/ figures
@@ -223,6 +259,10 @@ def train(cfg: DictConfig, verbose: bool = True, extra_callbacks: Optional[list]
     except DivergenceError:
         if logger is not None and trainer.is_global_zero:
             logger.experiment.finish(exit_code=1)  # the W&B run shows as failed
+        raise
+    except Preempted as stop:
+        if logger is not None and trainer.is_global_zero:
+            _finish_preempted(logger, stop.exit_code)
         raise
     finally:
         os.environ.pop(RUN_DIR_ENV, None)
@@ -245,7 +285,16 @@ def _write_result(cfg: DictConfig, trainer, metrics: Dict[str, float], best: str
     record = run_record(OmegaConf.to_container(cfg, resolve=True), {k: v for k, v in metrics.items()},
                         trainer.current_epoch, best_epoch, wall_s, run_dir, trainer.strategy.root_device.type)
     record["recipe"] = cfg.logger.group
-    (run_dir / "result.json").write_text(json.dumps(record, indent=1, sort_keys=True))
+    write_text_atomic(run_dir / "result.json", json.dumps(record, indent=1, sort_keys=True))
+
+
+def _finish_preempted(logger, exit_code: int) -> None:
+    """The W&B run is marked preempted (resumable), not failed; resuming continues the same run."""
+    try:
+        logger.experiment.mark_preempting()
+    except Exception:  # older W&B, offline quirks: the exit code still says it stopped early
+        pass
+    logger.experiment.finish(exit_code=exit_code)
 
 
 def _print_summary(run_dir: Path, trainer, logger, metrics: Dict[str, float]) -> None:

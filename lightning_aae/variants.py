@@ -302,9 +302,11 @@ def build_module(cfg) -> AutoencoderModule:
 
 
 def checkpoint_variant(ckpt_path: str) -> str:
-    """The variant a checkpoint was trained as, read without building the model."""
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-    return ckpt.get("hyper_parameters", {}).get("variant", "unknown")
+    """The variant a checkpoint was trained as, read without building the model (and without
+    running anything the file might hold: CheckpointError names a file that is unsafe or unreadable)."""
+    from .storage import load_checkpoint
+
+    return load_checkpoint(ckpt_path).get("hyper_parameters", {}).get("variant", "unknown")
 
 
 def load_module(ckpt_path: str, map_location="cpu") -> AutoencoderModule:
@@ -316,4 +318,4 @@ def load_module(ckpt_path: str, map_location="cpu") -> AutoencoderModule:
     # building the networks draws initial weights from the global generator before the saved
     # ones replace them; a forked generator keeps the caller's stream where it was
     with torch.random.fork_rng(devices=[]):
-        return VARIANTS[variant].load_from_checkpoint(ckpt_path, map_location=map_location).eval()
+        return VARIANTS[variant].load_from_checkpoint(ckpt_path, map_location=map_location, weights_only=True).eval()

@@ -1,0 +1,112 @@
+"""Files the project writes and reads back: atomic writes, a writability check, and checkpoint
+loading that never runs code from the file.
+
+Every checkpoint, run record and registry line is written to a temporary file in the same folder
+and renamed over the target, so a full disk or a kill mid-write leaves the previous file whole
+and no partial file where `ckpt_path=last` or a reader would find it.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import pickle
+import re
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional
+
+import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+
+class StorageError(RuntimeError):
+    """A write failed (no space, no permission, read-only); the message names the path and the reason."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be used; the message names the file and why."""
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or errno.errorcode.get(exc.errno or 0, "") or type(exc).__name__
+
+
+def write_atomic(path: str | os.PathLike, write: Callable[[Any], None]) -> None:
+    """Run `write(file)` on a temporary file beside `path`, flush it to disk, then rename it over `path`."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise StorageError(f"cannot write {path}: {_reason(exc)}") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    write_atomic(path, lambda f: f.write(text.encode()))
+
+
+def append_line_atomic(path: str | os.PathLike, line: str) -> None:
+    """Append one line by rewriting the file atomically: a failure leaves the earlier lines as they were."""
+    old = Path(path).read_bytes() if Path(path).is_file() else b""
+    if old and not old.endswith(b"\n"):
+        old += b"\n"
+    write_atomic(path, lambda f: f.write(old + line.rstrip("\n").encode() + b"\n"))
+
+
+def check_writable(folder: str | os.PathLike, what: str) -> None:
+    """Fail now, naming the folder and the reason, if files cannot be created in it."""
+    folder = Path(folder)
+    probe = folder / f".write-test-{os.getpid()}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise StorageError(f"{what} {folder} is not writable: {_reason(exc)}") from None
+
+
+# torch names the object it refused: "Unsupported global: GLOBAL x.y" or "unsupported GLOBAL x.y whose module ..."
+_UNSAFE = re.compile(r"[Uu]nsupported (?:global: )?GLOBAL ([\w.]+)")
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> Dict[str, Any]:
+    """torch.load with weights_only=True: tensors, numbers, strings and containers, nothing that runs.
+
+    Everything a lightning-aae checkpoint holds is of those types (tested for every variant), so
+    no extra types are allowed; a file holding anything else is refused without being executed.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = _UNSAFE.search(str(exc))
+        if found is None:  # not an unsafe object: not a pickle at all, or a damaged one
+            raise CheckpointError(f"checkpoint {path} is not readable (damaged, or not a checkpoint)") from None
+        raise CheckpointError(f"refusing checkpoint {path}: it holds '{found.group(1)}', which a lightning-aae "
+                              "checkpoint never does (loading it could run code)") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise CheckpointError(f"checkpoint {path} is not readable ({first[:120]})") from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise CheckpointError(f"checkpoint {path} is not a lightning-aae checkpoint (no state_dict)")
+    return ckpt
+
+
+class SafeCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint I/O with atomic saves and weights-only loads (resume included)."""
+
+    def save_checkpoint(self, checkpoint: Dict[str, Any], path, storage_options: Optional[Any] = None) -> None:
+        write_atomic(path, lambda f: torch.save(checkpoint, f))
+
+    def load_checkpoint(self, path, map_location: Optional[Any] = "cpu", weights_only: Optional[bool] = None):
+        return load_checkpoint(path, map_location)
