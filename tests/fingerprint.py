@@ -74,6 +74,7 @@ def main(argv=None) -> int:
 
     p = argparse.ArgumentParser()
     p.add_argument("--write", action="store_true")
+    p.add_argument("--why", default="", help="with --write: why behaviour changed (kept in the file's history)")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         base = [f"data.root={mnist_root()}", f"output_dir={tmp}/runs", "logger.enabled=false",
@@ -81,7 +82,9 @@ def main(argv=None) -> int:
                 "trainer.enable_model_summary=false"]
         prints = {name: run_case(name, base) for name in CASES}
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-    record = {"commit": commit, "torch": torch.__version__, "cases": prints}
+    history = json.loads(FILE.read_text()).get("history", []) if FILE.is_file() else []
+    history.append({"commit": commit, "why": args.why or "recorded"})
+    record = {"commit": commit, "torch": torch.__version__, "history": history, "cases": prints}
     if args.write:
         FILE.parent.mkdir(exist_ok=True)
         FILE.write_text(json.dumps(record, indent=1))
