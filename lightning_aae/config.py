@@ -276,24 +276,35 @@ def _check_choices(cfg: DictConfig) -> None:
     for name in ("hidden_dims", "disc_hidden_dims"):
         if any(h <= 0 for h in m[name]):
             raise ConfigError(f"model.{name} must hold positive sizes, got {list(m[name])}")
+    _check_run(cfg)
+    _check_variant(cfg)
+    _check_optim(cfg)
+
+
+def _check_run(cfg: DictConfig) -> None:
     from callbacks.preemption import signal_numbers
 
+    p = cfg.callbacks.preemption
     try:
-        signal_numbers(list(cfg.callbacks.preemption.signals) + [s for s in [cfg.callbacks.preemption.requeue_signal] if s])
+        signal_numbers(list(p.signals) + ([p.requeue_signal] if p.requeue_signal else []))
     except ValueError as exc:
         raise ConfigError(f"callbacks.preemption: {exc}") from None
     if cfg.num_threads is not None and cfg.num_threads < 1:
         raise ConfigError(f"num_threads must be at least 1, got {cfg.num_threads}")
-    _check_variant(cfg)
-    for phase in ("", ".recon", ".disc", ".gen", ".classify"):
+
+
+def _check_optim(cfg: DictConfig) -> None:
+    from .schedule import PHASES
+
+    for phase in ["", *(f".{name}" for name in PHASES)]:
         betas = OmegaConf.select(cfg, f"optim{phase}.betas")
         if betas is not None and (len(betas) != 2 or not all(0 <= b < 1 for b in betas)):
             raise ConfigError(f"optim{phase}.betas must be two numbers in [0, 1), got {list(betas)}")
         milestones = OmegaConf.select(cfg, f"optim{phase}.milestones")
         if milestones is not None and (any(e < 1 for e in milestones) or list(milestones) != sorted(set(milestones))):
             raise ConfigError(f"optim{phase}.milestones must be increasing epochs >= 1, got {list(milestones)}")
-    if o.scheduler == "multistep" and not o.milestones and not any(
-            OmegaConf.select(cfg, f"optim.{p}.milestones") for p in ("recon", "disc", "gen", "classify")):
+    if cfg.optim.scheduler == "multistep" and not any(
+            OmegaConf.select(cfg, f"optim{phase}.milestones") for phase in ["", *(f".{n}" for n in PHASES)]):
         raise ConfigError("optim.scheduler=multistep needs optim.milestones (epochs at which lr is multiplied by gamma)")
 
 

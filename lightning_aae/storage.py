@@ -62,11 +62,16 @@ def append_line_atomic(path: str | os.PathLike, line: str) -> None:
 
 
 def check_writable(folder: str | os.PathLike, what: str) -> None:
-    """Fail now, naming the folder and the reason, if files cannot be created in it."""
-    folder = Path(folder)
-    probe = folder / f".write-test-{os.getpid()}"
+    """Fail now, naming the folder and the reason, if files cannot be created in it. Creates nothing:
+    it tries a file in the folder, or in the nearest existing folder above it, and removes it."""
+    folder = Path(folder).absolute()
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise StorageError(f"{what} {folder} is not writable: {existing} is a file, not a folder")
+    probe = existing / f".write-test-{os.getpid()}"
     try:
-        folder.mkdir(parents=True, exist_ok=True)
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:

@@ -220,6 +220,15 @@ def _scalars(metrics: Dict[str, Any]) -> Dict[str, float]:
     return out
 
 
+def _checked_datamodule(cfg: DictConfig) -> MNISTDataModule:
+    """The DataModule, after failing on missing data or impossible splits before anything is written."""
+    datamodule = MNISTDataModule.from_config(cfg.data, seed=cfg.seed)
+    if int(os.environ.get("LOCAL_RANK", 0)) == 0:  # one download per node, never two writing one folder
+        datamodule.prepare_data()
+    datamodule.check_splits()
+    return datamodule
+
+
 def train(cfg: DictConfig, verbose: bool = True, extra_callbacks: Optional[list] = None) -> Dict[str, float]:
     """Fit, test on the 10,000 MNIST test images, and return the final metrics as floats."""
     started = time.time()
@@ -228,11 +237,7 @@ def train(cfg: DictConfig, verbose: bool = True, extra_callbacks: Optional[list]
     check_writable(cfg.output_dir, "output_dir")  # before any work, not at the first checkpoint
     ckpt = resolve_checkpoint(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    datamodule = MNISTDataModule.from_config(cfg.data, seed=cfg.seed)
-    if int(os.environ.get("LOCAL_RANK", 0)) == 0:  # one download per node, never two writing one folder
-        datamodule.prepare_data()  # fail on missing data or impossible splits before anything is written
-    datamodule.check_splits()
-
+    datamodule = _checked_datamodule(cfg)
     run_dir = _run_dir_for(cfg, ckpt)
     os.environ[RUN_DIR_ENV] = str(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
