@@ -270,3 +270,11 @@ def test_figures_do_not_import_wandb_when_the_logger_is_off(data_root, tmp_path)
             "print('WANDB' if 'wandb' in sys.modules else 'NO-WANDB', rc)")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.stdout.split()[-2:] == ["NO-WANDB", "0"], done.stderr[-2000:]
+
+
+def test_ckpt_path_auto_starts_fresh_then_resumes_the_same_run(small_overrides, tmp_path):
+    base = small_overrides + ["logger.name=job", "trainer.limit_train_batches=3", "ckpt_path=auto"]
+    train(load_config("configs/autoencoder.yaml", base + ["trainer.max_epochs=1"]), verbose=False)  # nothing to resume
+    train(load_config("configs/autoencoder.yaml", base + ["trainer.max_epochs=2"]), verbose=False)  # resumes it
+    assert [p.name for p in (tmp_path / "runs" / "autoencoder").iterdir()] == ["job"]
+    assert _final_weights(tmp_path / "runs")["epoch"] == 1
