@@ -74,7 +74,9 @@ def history_figure(history: Dict[str, List[float]], ylabel: str, reference: Opti
         ax.plot(range(1, len(values) + 1), values, marker="o", label=name)
     if reference is not None:
         ax.axhline(reference, color="0.6", ls="--", lw=1)
-    ax.set_ylim(0, 1.02)
+    lowest = min((v for values in history.values() for v in values), default=0.0)
+    # high accuracies on a 0-1 axis are one flat line: zoom to what the curves span
+    ax.set_ylim(max(0.0, lowest - 0.02) if lowest > 0.6 else 0.0, 1.005 if lowest > 0.6 else 1.02)
     ax.set_xlabel("epoch")
     ax.set_ylabel(ylabel)
     if title:

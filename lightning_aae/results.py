@@ -169,13 +169,19 @@ def write_table(doc: Path, rows: List[Dict[str, Any]]) -> None:
     write_text_atomic(doc, text)
 
 
+def provenance() -> Dict[str, Any]:
+    """Taken when a run starts: the code that runs is the code of that moment, whatever HEAD is later."""
+    return {"command": command_line(), "commit": git_commit(), "date": time.strftime("%Y-%m-%d"),
+            "started": time.time()}
+
+
 def run_record(cfg: Dict[str, Any], metrics: Dict[str, float], epochs: int, best_epoch: Optional[int],
-               wall_s: float, run_dir: Path, accelerator: str) -> Dict[str, Any]:
+               start: Dict[str, Any], run_dir: Path, accelerator: str) -> Dict[str, Any]:
     """What train() leaves as <run_dir>/result.json."""
     return {"config": cfg, "metrics": metrics, "epochs": epochs, "best_epoch": best_epoch,
-            "wall_s": round(wall_s, 1), "command": command_line(), "commit": git_commit(),
-            "date": time.strftime("%Y-%m-%d"), "hardware": hardware(accelerator, cfg.get("num_threads")),
-            "run_dir": str(run_dir)}
+            "wall_s": round(time.time() - start["started"], 1), "command": start["command"],
+            "commit": start["commit"], "date": start["date"],
+            "hardware": hardware(accelerator, cfg.get("num_threads")), "run_dir": str(run_dir)}
 
 
 def main(argv=None) -> int:
@@ -185,6 +191,8 @@ def main(argv=None) -> int:
     rec.add_argument("run_dirs", nargs="+")
     rec.add_argument("--recipe", help="the recipe's name in the tables (default: the run's W&B group)")
     rec.add_argument("--registry", default=str(REGISTRY))
+    rec.add_argument("--commit", help="the commit the run started from, where its result.json names another "
+                     "(records written before 2026-11-23 15:50 took the commit at the end of the run)")
     tab = sub.add_parser("table", help="print the tables, or write them into a Markdown file between the markers")
     tab.add_argument("--write", help="e.g. docs/results.md")
     tab.add_argument("--registry", default=str(REGISTRY))
@@ -196,6 +204,8 @@ def main(argv=None) -> int:
                 if not path.is_file():
                     raise ValueError(f"{path} not found: is the run finished?")
                 line = registry_line(json.loads(path.read_text()), args.recipe)
+                if args.commit:
+                    line["commit"] = args.commit
                 append(line, Path(args.registry))
                 print(f"recorded {line['experiment']} seed {line['seed']}: {line['metric']} = {line['value']}")
         else:

@@ -231,7 +231,9 @@ def _checked_datamodule(cfg: DictConfig) -> MNISTDataModule:
 
 def train(cfg: DictConfig, verbose: bool = True, extra_callbacks: Optional[list] = None) -> Dict[str, float]:
     """Fit, test on the 10,000 MNIST test images, and return the final metrics as floats."""
-    started = time.time()
+    from .results import provenance
+
+    start = provenance()  # the commit and command of the code that runs, taken now
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     check_writable(cfg.output_dir, "output_dir")  # before any work, not at the first checkpoint
@@ -260,7 +262,7 @@ def train(cfg: DictConfig, verbose: bool = True, extra_callbacks: Optional[list]
         if logger is not None and trainer.is_global_zero:
             logger.experiment.summary.update({k: v for k, v in metrics.items() if k.startswith("test/")})
         if trainer.is_global_zero:
-            _write_result(cfg, trainer, metrics, best, time.time() - started, run_dir)
+            _write_result(cfg, trainer, metrics, best, start, run_dir)
     except DivergenceError:
         if logger is not None and trainer.is_global_zero:
             logger.experiment.finish(exit_code=1)  # the W&B run shows as failed
@@ -278,7 +280,7 @@ def train(cfg: DictConfig, verbose: bool = True, extra_callbacks: Optional[list]
     return metrics
 
 
-def _write_result(cfg: DictConfig, trainer, metrics: Dict[str, float], best: str, wall_s: float,
+def _write_result(cfg: DictConfig, trainer, metrics: Dict[str, float], best: str, start: Dict[str, Any],
                   run_dir: Path) -> None:
     """result.json: what `python -m lightning_aae.results record` puts in the registry."""
     import json
@@ -288,7 +290,7 @@ def _write_result(cfg: DictConfig, trainer, metrics: Dict[str, float], best: str
     stem = Path(best).stem if best else ""
     best_epoch = int(stem[5:]) if stem.startswith("epoch") and stem[5:].isdigit() else None
     record = run_record(OmegaConf.to_container(cfg, resolve=True), {k: v for k, v in metrics.items()},
-                        trainer.current_epoch, best_epoch, wall_s, run_dir, trainer.strategy.root_device.type)
+                        trainer.current_epoch, best_epoch, start, run_dir, trainer.strategy.root_device.type)
     record["recipe"] = cfg.logger.group
     write_text_atomic(run_dir / "result.json", json.dumps(record, indent=1, sort_keys=True))
 

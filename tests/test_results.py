@@ -51,3 +51,16 @@ def test_incomplete_lines_and_unfinished_runs_are_refused(tmp_path, capsys):
     (tmp_path / "run" / "result.json").write_text(json.dumps(_result(3, 0.04)))
     assert results.main(["record", str(tmp_path / "run"), "--registry", str(tmp_path / "r.jsonl")]) == 0
     assert results.read(tmp_path / "r.jsonl")[0]["seed"] == 3
+
+
+def test_a_run_records_the_commit_it_started_from(small_overrides, tmp_path, monkeypatch):
+    from lightning_aae.config import load_config
+    from lightning_aae.training import train
+
+    commits = iter(["start-commit", "later-commit"])
+    monkeypatch.setattr(results, "git_commit", lambda: next(commits))
+    train(load_config("configs/autoencoder.yaml", small_overrides + ["trainer.max_epochs=1",
+                                                                     "trainer.limit_train_batches=2"]), verbose=False)
+    (record,) = (tmp_path / "runs").glob("autoencoder/*/result.json")
+    written = json.loads(record.read_text())
+    assert written["commit"] == "start-commit" and written["epochs"] == 1 and written["wall_s"] > 0
