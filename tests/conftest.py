@@ -30,8 +30,8 @@ def data_root() -> Path:
 
 # The one set of small settings for tests about behaviour rather than quality: small networks,
 # no figures, two evaluation batches. Tests that need more say so next to the override they add.
-SMALL = ["model.hidden_dims=[128]", "model.disc_hidden_dims=[64]", "callbacks.figures.enabled=false",
-         "trainer.limit_val_batches=2", "trainer.limit_test_batches=2"]
+SMALL_NETS = ["model.hidden_dims=[128]", "model.disc_hidden_dims=[64]"]
+SMALL = SMALL_NETS + ["callbacks.figures.enabled=false", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2"]
 
 
 @pytest.fixture

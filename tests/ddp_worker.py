@@ -14,6 +14,7 @@ from lightning.pytorch.callbacks import Callback
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from conftest import SMALL_NETS  # noqa: E402
 from lightning_aae.config import load_config  # noqa: E402
 from lightning_aae.training import train  # noqa: E402
 
@@ -40,7 +41,7 @@ def main(out: Path, data_root: str) -> None:
             f"data.root={data_root}", f"output_dir={out / 'runs'}", "logger.enabled=false",
             "trainer.accelerator=cpu", "trainer.devices=2", "trainer.max_epochs=1",
             "trainer.limit_train_batches=3", "trainer.limit_val_batches=2", "trainer.enable_progress_bar=false",
-            "trainer.enable_model_summary=false", "model.hidden_dims=[64]", "model.disc_hidden_dims=[32]",
+            "trainer.enable_model_summary=false", *SMALL_NETS,
             "callbacks.figures.enabled=false", "data.batch_size=50", f"logger.name={name}",
         ])
         metrics = train(cfg, verbose=False, extra_callbacks=[SaveParameters(str(out / f"{name}_rank{{rank}}.pt"))])

@@ -14,6 +14,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from callbacks.preemption import Preempted
+from conftest import SMALL_NETS
 from lightning_aae import storage
 from lightning_aae.cli import main
 from lightning_aae.config import load_config
@@ -267,7 +268,7 @@ def test_figures_do_not_import_wandb_when_the_logger_is_off(data_root, tmp_path)
             f"rc = main(['--config', 'configs/semi_supervised.yaml', 'data.root={data_root}', "
             f"'output_dir={tmp_path}', 'logger.enabled=false', 'trainer.max_epochs=1', "
             "'trainer.limit_train_batches=2', 'trainer.limit_val_batches=1', 'trainer.limit_test_batches=1', "
-            "'model.hidden_dims=[32]', 'model.disc_hidden_dims=[16]', 'trainer.enable_progress_bar=false']); "
+            f"{', '.join(map(repr, SMALL_NETS))}, 'trainer.enable_progress_bar=false']); "
             "print('WANDB' if 'wandb' in sys.modules else 'NO-WANDB', rc)")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.stdout.split()[-2:] == ["NO-WANDB", "0"], done.stderr[-2000:]

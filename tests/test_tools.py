@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import SMALL_NETS
 from lightning_aae.config import load_config
 from lightning_aae.evaluate import evaluate
 from lightning_aae.generate import main as generate
@@ -24,7 +25,7 @@ def trained(tmp_path_factory, data_root):
     cfg = load_config("configs/semi_supervised.yaml", [
         f"data.root={data_root}", f"output_dir={out}", "logger.enabled=false", "trainer.max_epochs=1",
         "trainer.limit_train_batches=20", "trainer.limit_val_batches=2", "trainer.enable_progress_bar=false",
-        "model.hidden_dims=[64]", "model.disc_hidden_dims=[32]", "callbacks.figures.enabled=false",
+        *SMALL_NETS, "callbacks.figures.enabled=false",
         "logger.name=tools"])
     metrics = train(cfg, verbose=False)
     (best,) = (out / "semi_supervised" / "tools" / "checkpoints").glob("epoch*.ckpt")
@@ -46,7 +47,7 @@ def test_evaluate_scores_a_clustering_checkpoint_by_the_papers_rule(tmp_path, da
     cfg = load_config("configs/clustering.yaml", [
         f"data.root={data_root}", f"output_dir={tmp_path}", "logger.enabled=false", "trainer.max_epochs=1",
         "trainer.limit_train_batches=10", "trainer.limit_val_batches=2", "trainer.enable_progress_bar=false",
-        "model.hidden_dims=[64]", "model.disc_hidden_dims=[32]", "logger.name=clu"])
+        *SMALL_NETS, "logger.name=clu"])
     metrics = train(cfg, verbose=False)
     (best,) = (tmp_path / "clustering" / "clu" / "checkpoints").glob("epoch*.ckpt")
     again = evaluate(str(best), str(data_root), figures=str(tmp_path / "eval-figures"))

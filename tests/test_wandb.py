@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import SMALL_NETS
 from lightning_aae.config import load_config
 from lightning_aae.training import train
 from wandb_records import read_records, summary_and_history_keys
@@ -15,8 +16,8 @@ def offline_run(tmp_path_factory, data_root):
     cfg = load_config("configs/semi_supervised.yaml", [
         f"data.root={data_root}", f"output_dir={tmp / 'runs'}", f"logger.save_dir={tmp}", "logger.mode=offline",
         "logger.tags=[ci,smoke]", "trainer.max_epochs=2", "trainer.limit_train_batches=4",
-        "trainer.limit_val_batches=2", "trainer.enable_progress_bar=false", "model.hidden_dims=[64]",
-        "model.disc_hidden_dims=[32]", "callbacks.figures.max_points=300", "trainer.accelerator=cpu"])
+        "trainer.limit_val_batches=2", "trainer.enable_progress_bar=false", *SMALL_NETS,
+        "callbacks.figures.max_points=300", "trainer.accelerator=cpu"])
     metrics = train(cfg, verbose=False)
     (run_dir,) = (tmp / "wandb").glob("offline-run-*")
     (data_file,) = run_dir.glob("run-*.wandb")
