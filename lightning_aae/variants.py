@@ -256,7 +256,7 @@ class DimensionalityReductionAAE(_Clusters, CategoricalAAE):
         return F.relu(self.model_cfg["head_distance"] - torch.pdist(self.cluster_heads)).sum()
 
     def code_penalties(self, batch, out):
-        return {"head_distance": self.model_cfg["head_penalty"] * self.head_penalty()}
+        return {**super().code_penalties(batch, out), "head_distance": self.model_cfg["head_penalty"] * self.head_penalty()}
 
     def phase_params(self):
         params = super().phase_params()
@@ -291,7 +291,7 @@ class VAE(AutoencoderModule):
         mu, logvar = out["mu"], out["logvar"]
         # per pixel, like the reconstruction term, so the two keep the ELBO's proportions
         kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1).mean() / batch.target[0].numel()
-        return {"kl": self.model_cfg["kl_weight"] * kl}
+        return {**super().code_penalties(batch, out), "kl": self.model_cfg["kl_weight"] * kl}
 
 
 def build_module(cfg) -> AutoencoderModule:

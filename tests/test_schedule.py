@@ -88,3 +88,19 @@ def test_unknown_phase_or_stepper_is_named():
         EagerStepper({"warmup": []})
     with pytest.raises(ValueError, match="unknown stepper 'fast'"):
         make_stepper("fast", params={})
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_a_penalty_added_in_the_base_hook_reaches_every_variant(variant, monkeypatch):
+    from lightning_aae.module import AutoencoderModule
+    from lightning_aae.schedule import reconstruction_phase
+
+    module = build_module(load_config(f"configs/{CONFIG[variant]}.yaml", SMALL)).train()
+    batch = _batch(module)
+    torch.manual_seed(0)
+    plain, _ = reconstruction_phase(module, batch)
+    monkeypatch.setattr(AutoencoderModule, "code_penalties",
+                        lambda self, batch, out: {"probe": out["code"].new_tensor(1.0)})
+    torch.manual_seed(0)  # the VAE samples its code: the same draw both times
+    probed, _ = reconstruction_phase(module, batch)
+    assert probed.item() == pytest.approx(plain.item() + 1.0, abs=1e-5)
