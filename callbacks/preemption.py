@@ -1,7 +1,9 @@
 """Preemption: a signal during fit finishes the current step, saves a resumable checkpoint and stops.
 
 SIGTERM is what Kubernetes, `docker stop` and SLURM send before killing a job; SIGINT is Ctrl-C;
-SIGUSR1 is SLURM's usual warning signal (`#SBATCH --signal=USR1@120`). The run then exits with
+SIGHUP a closed terminal; SIGUSR1 is SLURM's usual warning signal (`#SBATCH --signal=USR1@120`),
+SIGUSR2 that of SGE (`-notify`) and LSF. A signal the parent process set to be ignored (`nohup`
+ignores SIGHUP, a background shell SIGINT) stays ignored. The run then exits with
 128 + the signal's number (130, 143, 138) so a scheduler sees it did not finish, and resuming
 continues from the saved step (with the same batches, on one device: lightning_aae/data.py).
 A second signal ends the process at once.
@@ -48,7 +50,7 @@ class Preemption(Callback):
     validation) it writes `checkpoint` (atomically, through the Trainer's checkpoint I/O) and raises
     Preempted. Under DDP every process learns of a signal any of them received."""
 
-    def __init__(self, checkpoint: str | Path, signals: Sequence[str] = ("SIGTERM", "SIGINT", "SIGUSR1"),
+    def __init__(self, checkpoint: str | Path, signals: Sequence[str] = ("SIGTERM", "SIGINT", "SIGHUP", "SIGUSR1", "SIGUSR2"),
                  requeue_signal: Optional[str] = "SIGUSR1"):
         self.checkpoint = Path(checkpoint)
         self.signals = signal_numbers(list(signals) + ([requeue_signal] if requeue_signal else []))
@@ -59,14 +61,15 @@ class Preemption(Callback):
     def _handler(self, signum, frame) -> None:
         if self.received is None:
             self.received = signum
-            for s in self.signals.values():  # a second signal is not polite any more
+            for s in self._previous:  # a second signal is not polite any more
                 signal.signal(s, signal.SIG_DFL)
 
     def _install(self) -> None:
         self.received = None
         try:
             for s in self.signals.values():
-                self._previous[s] = signal.signal(s, self._handler)
+                if signal.getsignal(s) is not signal.SIG_IGN:
+                    self._previous[s] = signal.signal(s, self._handler)
         except ValueError:  # not the main thread: leave signals to whoever owns them
             self._previous.clear()
 

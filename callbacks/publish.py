@@ -36,9 +36,11 @@ def publish_image(trainer, key: str, image: np.ndarray, out_dir: Optional[Path],
     """
     path = None
     if out_dir is not None:
+        from lightning_aae.storage import write_atomic
+
         path = Path(out_dir) / (key.replace("/", "_") + ".png")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(image).save(path)
+        # atomic like every file a run writes: a full disk leaves the previous PNG and one line (StorageError)
+        write_atomic(path, lambda f: Image.fromarray(image).save(f, format="PNG"))
     for logger in getattr(trainer, "loggers", []):
         if isinstance(logger, WandbLogger):
             extra = {"caption": [caption]} if caption else {}

@@ -147,7 +147,8 @@ class FiguresConfig:
 @dataclass
 class PreemptionConfig:
     # signals that, during fit, finish the step, save checkpoints/last.ckpt and exit with 128 + signal
-    signals: List[str] = field(default_factory=lambda: ["SIGTERM", "SIGINT", "SIGUSR1"])
+    # (one the parent process ignores, as nohup does SIGHUP, stays ignored)
+    signals: List[str] = field(default_factory=lambda: ["SIGTERM", "SIGINT", "SIGHUP", "SIGUSR1", "SIGUSR2"])
     # under SLURM, this one also requeues the job (scontrol requeue); run it with ckpt_path=auto
     requeue_signal: Optional[str] = "SIGUSR1"
 

@@ -280,3 +280,31 @@ def test_ckpt_path_auto_starts_fresh_then_resumes_the_same_run(small_overrides, 
     train(load_config("configs/autoencoder.yaml", base + ["trainer.max_epochs=2"]), verbose=False)  # resumes it
     assert [p.name for p in (tmp_path / "runs" / "autoencoder").iterdir()] == ["job"]
     assert _final_weights(tmp_path / "runs")["epoch"] == 1
+
+
+def test_sge_warning_signal_stops_and_an_ignored_signal_stays_ignored(small_overrides, tmp_path, monkeypatch):
+    cfg = load_config("configs/autoencoder.yaml", small_overrides + ["trainer.limit_train_batches=6", "logger.name=s"])
+    with pytest.raises(Preempted) as stop:
+        train(cfg, verbose=False, extra_callbacks=[SignalAt(signal.SIGUSR2, 2)])
+    assert stop.value.exit_code == 140
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as under nohup
+    try:
+        train(load_config("configs/autoencoder.yaml", small_overrides + ["trainer.limit_train_batches=6"]),
+              verbose=False, extra_callbacks=[SignalAt(signal.SIGHUP, 2)])  # finishes: nothing raised
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+
+
+def test_full_disk_while_drawing_a_figure_is_one_line(capsys, small_overrides, tmp_path, monkeypatch):
+    from PIL import Image
+
+    def full(self, fp, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Image.Image, "save", full)
+    code = main(["--config", "configs/autoencoder.yaml", *small_overrides, "callbacks.figures.enabled=true",
+                 "trainer.max_epochs=1", "trainer.limit_train_batches=2"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 4 and len(err) == 1 and ".png: No space left on device" in err[0]
+    assert not list((tmp_path / "runs").rglob(".*tmp*"))
