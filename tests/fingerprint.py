@@ -62,7 +62,14 @@ def run_case(name: str, base_overrides: List[str]) -> Dict[str, List[float]]:
     capture = _Capture()
     torch.use_deterministic_algorithms(True, warn_only=True)
     cfg = load_config(None, base_overrides + SMALL + CASES[name])
-    train(cfg, verbose=False, extra_callbacks=[capture])
+    # one thread: convolution kernels sum in an order that depends on the thread count, and the
+    # record must not depend on how many cores the machine running the test has
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train(cfg, verbose=False, extra_callbacks=[capture])
+    finally:
+        torch.set_num_threads(threads)
     return summarise(capture.state)
 
 
