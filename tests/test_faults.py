@@ -67,30 +67,29 @@ def test_sigterm_to_train_py_saves_says_how_to_resume_and_exits_143(data_root, t
     from conftest import SMALL
 
     args = ["train.py", "--config", "configs/aae.yaml", f"data.root={data_root}", f"output_dir={tmp_path}",
-            "logger.enabled=false", "logger.name=term", "trainer.enable_progress_bar=false", "trainer.max_epochs=1",
-            "trainer.limit_train_batches=400", "num_threads=1", *SMALL]
+            "logger.enabled=false", "logger.name=term", "trainer.enable_progress_bar=false", "trainer.max_epochs=2",
+            "trainer.limit_train_batches=150", "num_threads=1", *SMALL]
     proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True)
-    log = tmp_path / "aae" / "term" / "config.yaml"
+    ckpt = tmp_path / "aae" / "term" / "checkpoints" / "last.ckpt"
     deadline = time.time() + 120
-    while not log.exists() and time.time() < deadline:
-        time.sleep(0.05)
-    time.sleep(3)  # into epoch 0, well before its end
+    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)  # the end of epoch 0: training is under way, epoch 1 has started
+    time.sleep(0.3)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 143, err[-2000:]
     (line,) = [l for l in err.splitlines() if "stopped by SIGTERM" in l]
     assert "resume with: python train.py" in line and "ckpt_path=" in line
-    ckpt = tmp_path / "aae" / "term" / "checkpoints" / "last.ckpt"
     saved = torch.load(ckpt, weights_only=True)
-    assert saved["epoch"] == 0 and 0 < saved["global_step"]  # mid-epoch, not the start of one
+    assert saved["epoch"] == 1 and 3 * 150 < saved["global_step"] < 3 * 300  # mid-epoch, not an epoch's end
     assert not list(ckpt.parent.glob(".*tmp*"))
     resume = line.split("resume with: ", 1)[1].split()[1:]  # as printed, without "python"
     done = subprocess.run([sys.executable, *[a.strip("'") for a in resume]], cwd=ROOT, capture_output=True,
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     # the rest of the epoch, not the epoch again: every batch once, 3 optimizer steps each
-    assert torch.load(ckpt, weights_only=True)["global_step"] == 3 * 400
+    assert torch.load(ckpt, weights_only=True)["global_step"] == 3 * 300
 
 
 def test_requeue_signal_under_slurm_saves_and_requeues_the_job(small_overrides, tmp_path, monkeypatch):
