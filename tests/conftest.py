@@ -12,6 +12,14 @@ os.environ.pop("WANDB_API_KEY", None)
 os.environ.setdefault("WANDB_SILENT", "true")
 
 
+def child_env(**extra: str) -> dict:
+    """The environment for a process a test starts: this one's, less the address of a W&B service an
+    earlier in-process test started (a child would otherwise log through the parent's service)."""
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
+    env.update(extra)
+    return env
+
+
 def mnist_root() -> Path:
     """AAE_DATA_DIR, else ../shared/data, else ./data: the first holding MNIST/raw."""
     candidates = [Path(os.environ["AAE_DATA_DIR"])] if os.environ.get("AAE_DATA_DIR") else []

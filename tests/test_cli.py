@@ -3,13 +3,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+from conftest import child_env
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_cli(*args, cwd=ROOT, env_extra=None):
-    import os
-
-    env = dict(os.environ, **(env_extra or {}))
+    env = child_env(**(env_extra or {}))
     return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=300)
 

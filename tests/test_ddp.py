@@ -1,6 +1,5 @@
 """trainer.devices=2 on CPU: Lightning's DDP over two gloo processes, for every label-aware variant and the AAE."""
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -8,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import child_env
 from ddp_worker import CONFIGS
 
 HERE = Path(__file__).resolve().parent
@@ -16,7 +16,7 @@ HERE = Path(__file__).resolve().parent
 @pytest.fixture(scope="module")
 def ddp_run(tmp_path_factory, data_root):
     out = tmp_path_factory.mktemp("ddp")
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env = child_env(OMP_NUM_THREADS="1")
     proc = subprocess.run([sys.executable, str(HERE / "ddp_worker.py"), str(out), str(data_root)],
                           capture_output=True, text=True, timeout=900, env=env, cwd=HERE.parent)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -14,7 +14,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from callbacks.preemption import Preempted
-from conftest import SMALL_NETS
+from conftest import child_env, SMALL_NETS
 from lightning_aae import storage
 from lightning_aae.cli import main
 from lightning_aae.config import load_config
@@ -70,7 +70,7 @@ def test_sigterm_to_train_py_saves_says_how_to_resume_and_exits_143(data_root, t
             "logger.enabled=false", "logger.name=term", "trainer.enable_progress_bar=false", "trainer.max_epochs=2",
             "trainer.limit_train_batches=150", "num_threads=1", *SMALL]
     proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, env=child_env())
     ckpt = tmp_path / "aae" / "term" / "checkpoints" / "last.ckpt"
     deadline = time.time() + 120
     while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
@@ -85,7 +85,7 @@ def test_sigterm_to_train_py_saves_says_how_to_resume_and_exits_143(data_root, t
     assert saved["epoch"] == 1 and 3 * 150 < saved["global_step"] < 3 * 300  # mid-epoch, not an epoch's end
     assert not list(ckpt.parent.glob(".*tmp*"))
     resume = line.split("resume with: ", 1)[1].split()[1:]  # as printed, without "python"
-    done = subprocess.run([sys.executable, *[a.strip("'") for a in resume]], cwd=ROOT, capture_output=True,
+    done = subprocess.run([sys.executable, *[a.strip("'") for a in resume]], cwd=ROOT, capture_output=True, env=child_env(),
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     # the rest of the epoch, not the epoch again: every batch once, 3 optimizer steps each
@@ -269,7 +269,8 @@ def test_figures_do_not_import_wandb_when_the_logger_is_off(data_root, tmp_path)
             "'trainer.limit_train_batches=2', 'trainer.limit_val_batches=1', 'trainer.limit_test_batches=1', "
             f"{', '.join(map(repr, SMALL_NETS))}, 'trainer.enable_progress_bar=false']); "
             "print('WANDB' if 'wandb' in sys.modules else 'NO-WANDB', rc)")
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env=child_env())
     assert done.stdout.split()[-2:] == ["NO-WANDB", "0"], done.stderr[-2000:]
 
 

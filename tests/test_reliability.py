@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import SMALL
+from conftest import child_env, SMALL
 from lightning_aae.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,7 +96,7 @@ def test_killed_run_resumes_from_last_and_keeps_its_wandb_run(data_root, tmp_pat
             f"output_dir={tmp_path / 'runs'}", f"logger.save_dir={tmp_path}", "logger.mode=offline",
             "logger.name=killed", "trainer.enable_progress_bar=false", "trainer.max_epochs=3",
             "trainer.limit_train_batches=150", *SMALL]
-    env = dict(os.environ, WANDB_MODE="offline", OMP_NUM_THREADS="1")
+    env = child_env(WANDB_MODE="offline", OMP_NUM_THREADS="1")
     proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     last = tmp_path / "runs" / "aae" / "killed" / "checkpoints" / "last.ckpt"
     deadline = time.time() + 240
@@ -128,7 +128,7 @@ def test_ctrl_c_saves_a_checkpoint(data_root, tmp_path):
             f"output_dir={tmp_path / 'runs'}", "logger.enabled=false", "logger.name=int",
             "trainer.enable_progress_bar=false", "trainer.max_epochs=50", "trainer.limit_train_batches=100",
             *SMALL]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env = child_env(OMP_NUM_THREADS="1")
     # a shell started in the background (as CI may be) passes SIGINT down as ignored; a terminal does not
     proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
