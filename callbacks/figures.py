@@ -18,6 +18,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from lightning.pytorch.callbacks import Callback  # noqa: E402
 
+from lightning_aae.metrics import assign_clusters_by_max_posterior  # noqa: E402
+
 from .publish import figure_to_array, image_grid, publish_image, publish_wandb  # noqa: E402
 
 
@@ -253,7 +255,7 @@ class ClassificationFigure(FigureCallback):
         else:
             # the paper's rule names clusters from validation images: from these on validation,
             # from the assignment learned on validation when testing
-            assigned = y[probs.argmax(0)] if stage == "val" else module.cluster_assignment
+            assigned = assign_clusters_by_max_posterior(probs, y) if stage == "val" else module.cluster_assignment
             names = [f"{c} -> {int(assigned[c])}" if assigned is not None else str(c) for c in range(k)]
             fig = count_matrix_figure(counts, f"{stage} clusters against digits, {self.moment(trainer, stage)}",
                                       "cluster -> assigned digit", names)

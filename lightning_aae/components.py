@@ -96,23 +96,19 @@ class ConvDecoder(nn.Module):
         return self.deconv(self.fc(z).view(-1, self.c2, 7, 7)).flatten(1)
 
 
-def _mlp_pair(model_cfg):
-    return (lambda out: MLPEncoder(out, model_cfg["hidden_dims"], model_cfg["dropout"]),
-            lambda inp: MLPDecoder(inp, list(reversed(model_cfg["hidden_dims"])), model_cfg["dropout"]))
-
-
-def _conv_pair(model_cfg):
-    return (lambda out: ConvEncoder(out, model_cfg["conv_channels"], model_cfg["batch_norm"], model_cfg["dropout"]),
-            lambda inp: ConvDecoder(inp, model_cfg["conv_channels"], model_cfg["batch_norm"]))
-
-
-# model.arch -> (encoder builder, decoder builder); config validation reads the names from here
-ARCHS = {"mlp": _mlp_pair, "conv": _conv_pair}
+# model.arch -> (encoder builder, decoder builder), each of (model config, code size); config
+# validation reads the names from here
+ARCHS = {
+    "mlp": (lambda m, out: MLPEncoder(out, m["hidden_dims"], m["dropout"]),
+            lambda m, inp: MLPDecoder(inp, list(reversed(m["hidden_dims"])), m["dropout"])),
+    "conv": (lambda m, out: ConvEncoder(out, m["conv_channels"], m["batch_norm"], m["dropout"]),
+             lambda m, inp: ConvDecoder(inp, m["conv_channels"], m["batch_norm"])),
+}
 
 
 def build_encoder(model_cfg, out_dim: int) -> nn.Module:
-    return ARCHS[model_cfg["arch"]](model_cfg)[0](out_dim)
+    return ARCHS[model_cfg["arch"]][0](model_cfg, out_dim)
 
 
 def build_decoder(model_cfg, in_dim: int) -> nn.Module:
-    return ARCHS[model_cfg["arch"]](model_cfg)[1](in_dim)
+    return ARCHS[model_cfg["arch"]][1](model_cfg, in_dim)

@@ -297,15 +297,16 @@ def _check_run(cfg: DictConfig) -> None:
 def _check_optim(cfg: DictConfig) -> None:
     from .schedule import PHASES
 
-    for phase in ["", *(f".{name}" for name in PHASES)]:
+    any_milestones = False
+    for phase in ["", *(f".{name}" for name in PHASES)]:  # the shared settings, then each phase's
         betas = OmegaConf.select(cfg, f"optim{phase}.betas")
         if betas is not None and (len(betas) != 2 or not all(0 <= b < 1 for b in betas)):
             raise ConfigError(f"optim{phase}.betas must be two numbers in [0, 1), got {list(betas)}")
         milestones = OmegaConf.select(cfg, f"optim{phase}.milestones")
         if milestones is not None and (any(e < 1 for e in milestones) or list(milestones) != sorted(set(milestones))):
             raise ConfigError(f"optim{phase}.milestones must be increasing epochs >= 1, got {list(milestones)}")
-    if cfg.optim.scheduler == "multistep" and not any(
-            OmegaConf.select(cfg, f"optim{phase}.milestones") for phase in ["", *(f".{n}" for n in PHASES)]):
+        any_milestones = any_milestones or bool(milestones)
+    if cfg.optim.scheduler == "multistep" and not any_milestones:
         raise ConfigError("optim.scheduler=multistep needs optim.milestones (epochs at which lr is multiplied by gamma)")
 
 

@@ -13,9 +13,9 @@ import sys
 import warnings
 from pathlib import Path
 
-import torch
 
 from .data import DataError, MNISTDataModule
+from .errors import EXIT_INPUT, fail
 
 
 def datamodule_for(ckpt: dict, data_root: str | None) -> MNISTDataModule:
@@ -75,8 +75,7 @@ def main(argv=None) -> int:
     try:
         metrics = evaluate(args.ckpt, args.data_root, args.parzen, args.samples, args.figures)
     except (DataError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return fail(exc, EXIT_INPUT)
     if args.json:
         print(json.dumps(metrics, indent=2))
     else:

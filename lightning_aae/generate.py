@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .errors import EXIT_INPUT, fail
+
 
 def load_digits(folder: Path):
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".png")
@@ -74,8 +76,7 @@ def main(argv=None) -> int:
         Image.fromarray(image_grid(images, int(math.ceil(math.sqrt(args.n))))).save(args.out)
         print(f"wrote {args.n} samples to {args.out}")
     except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return fail(exc, EXIT_INPUT)
     return 0
 
 

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional
 
+from .errors import EXIT_INPUT, EXIT_STORAGE, fail
 from .storage import StorageError, append_line_atomic, write_text_atomic
 
 REGISTRY = Path("docs/results.jsonl")
@@ -85,7 +86,9 @@ def experiment_of(cfg: Dict[str, Any]) -> Dict[str, Any]:
     out: Dict[str, Any] = {"experiment": variant, "variant": variant}
     if variant == "semi_supervised":
         out["labels"] = 10 * data["labels_per_class"]
-    if variant in ("clustering", "dim_reduction"):
+    from .variants import VARIANTS
+
+    if VARIANTS[variant].categories == "clusters":
         out["clusters"] = model["n_clusters"]
     out["latent_dim"] = model["latent_dim"]
     return out
@@ -181,7 +184,8 @@ def run_record(cfg: Dict[str, Any], metrics: Dict[str, float], epochs: int, best
     return {"config": cfg, "metrics": metrics, "epochs": epochs, "best_epoch": best_epoch,
             "wall_s": round(time.time() - start["started"], 1), "command": start["command"],
             "commit": start["commit"], "date": start["date"],
-            "hardware": hardware(accelerator, cfg.get("num_threads")), "run_dir": str(run_dir)}
+            "hardware": hardware(accelerator, cfg.get("num_threads")), "run_dir": str(run_dir),
+            "recipe": cfg["logger"]["group"]}
 
 
 def main(argv=None) -> int:
@@ -215,11 +219,9 @@ def main(argv=None) -> int:
             else:
                 print(table(rows))
     except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return fail(exc, EXIT_INPUT)
     except StorageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 4
+        return fail(exc, EXIT_STORAGE)
     return 0
 
 

@@ -289,9 +289,8 @@ def _write_result(cfg: DictConfig, trainer, metrics: Dict[str, float], best: str
 
     stem = Path(best).stem if best else ""
     best_epoch = int(stem[5:]) if stem.startswith("epoch") and stem[5:].isdigit() else None
-    record = run_record(OmegaConf.to_container(cfg, resolve=True), {k: v for k, v in metrics.items()},
-                        trainer.current_epoch, best_epoch, start, run_dir, trainer.strategy.root_device.type)
-    record["recipe"] = cfg.logger.group
+    record = run_record(OmegaConf.to_container(cfg, resolve=True), metrics, trainer.current_epoch, best_epoch,
+                        start, run_dir, trainer.strategy.root_device.type)
     write_text_atomic(run_dir / "result.json", json.dumps(record, indent=1, sort_keys=True))
 
 

@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .metrics import AccuracyMetrics, ClusterMetrics, EvalBundle, ReconstructionMetrics
+from .metrics import (AccuracyMetrics, ClusterMetrics, EvalBundle, ReconstructionMetrics,
+                      assign_clusters_by_max_posterior)
 from .module import AutoencoderModule, one_hot
 from .priors import N_PARTS
 
@@ -189,7 +190,7 @@ class _Clusters:
             val = self.trainer.datamodule.val
             with torch.no_grad():
                 probs = torch.cat([self.classify(val.x[i: i + 2000]) for i in range(0, len(val.x), 2000)])
-            self.cluster_assignment = val.y[probs.argmax(0)]
+            self.cluster_assignment = assign_clusters_by_max_posterior(probs, val.y)
 
 
 @register("clustering")
@@ -199,6 +200,11 @@ class ClusteringAAE(_Clusters, CategoricalAAE):
 
     def metric_bundles(self, stage):
         return super().metric_bundles(stage) + [ClusterMetrics(self.n_categories, learn_assignment=stage == "val")]
+
+
+def _closeness(heads: torch.Tensor, distance: float) -> torch.Tensor:
+    """The hinge penalty: how much closer than `distance` each pair of heads is, summed."""
+    return F.relu(distance - torch.pdist(heads)).sum()
 
 
 class HeadSpread(EvalBundle):
@@ -233,7 +239,7 @@ class DimensionalityReductionAAE(_Clusters, CategoricalAAE):
         heads.requires_grad_(True)
         with torch.enable_grad():
             for _ in range(steps):
-                penalty = F.relu(self.model_cfg["head_distance"] - torch.pdist(heads)).sum()
+                penalty = _closeness(heads, self.model_cfg["head_distance"])
                 if penalty.item() == 0:
                     break
                 (grad,) = torch.autograd.grad(penalty, heads)
@@ -253,7 +259,7 @@ class DimensionalityReductionAAE(_Clusters, CategoricalAAE):
         return self.code_of(y, z)
 
     def head_penalty(self) -> torch.Tensor:
-        return F.relu(self.model_cfg["head_distance"] - torch.pdist(self.cluster_heads)).sum()
+        return _closeness(self.cluster_heads, self.model_cfg["head_distance"])
 
     def code_penalties(self, batch, out):
         return {**super().code_penalties(batch, out), "head_distance": self.model_cfg["head_penalty"] * self.head_penalty()}

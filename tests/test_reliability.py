@@ -1,5 +1,4 @@
 """Bad input gets one clear line and a non-zero exit; faults during training lose nothing."""
-import os
 import signal
 import subprocess
 import sys
