@@ -27,15 +27,33 @@ def _images(t: torch.Tensor) -> np.ndarray:
     return t.detach().float().cpu().reshape(-1, 28, 28).numpy()
 
 
-def latent_scatter(codes: np.ndarray, labels: np.ndarray, prior: Optional[np.ndarray], title: str):
-    """Codes coloured by digit, prior samples faint grey behind; PCA to 2-D beyond two dimensions."""
-    projected = codes.shape[1] > 2
-    if projected:
-        mean = codes.mean(0)
-        _, _, vt = np.linalg.svd(codes - mean, full_matrices=False)
-        basis = vt[:2].T
-        codes = (codes - mean) @ basis
-        prior = (prior - mean) @ basis if prior is not None else None
+def _pca(codes: np.ndarray, prior: Optional[np.ndarray]):
+    mean = codes.mean(0)
+    _, _, vt = np.linalg.svd(codes - mean, full_matrices=False)
+    basis = vt[:2].T
+    return (codes - mean) @ basis, (prior - mean) @ basis if prior is not None else None
+
+
+def _tsne(codes: np.ndarray, seed: int) -> np.ndarray:
+    from sklearn.manifold import TSNE
+
+    perplexity = float(min(30, max(2, (len(codes) - 1) // 3)))
+    return TSNE(2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(codes.astype(np.float32))
+
+
+# callbacks.figures.projection: how codes wider than 2-D are drawn in two
+PROJECTIONS = ("pca", "tsne")
+
+
+def latent_scatter(codes: np.ndarray, labels: np.ndarray, prior: Optional[np.ndarray], title: str,
+                   projection: str = "pca", seed: int = 0):
+    """Codes coloured by label, prior samples faint grey behind. Beyond two dimensions: PCA (the
+    prior projected on the codes' axes) or t-SNE of the codes alone (it has no map for new points)."""
+    method = projection if codes.shape[1] > 2 else None
+    if method == "pca":
+        codes, prior = _pca(codes, prior)
+    elif method == "tsne":
+        codes, prior = _tsne(codes, seed), None
     elif codes.shape[1] == 1:
         codes = np.concatenate([codes, np.zeros_like(codes)], 1)
         prior = np.concatenate([prior, np.zeros_like(prior)], 1) if prior is not None else None
@@ -43,10 +61,12 @@ def latent_scatter(codes: np.ndarray, labels: np.ndarray, prior: Optional[np.nda
     if prior is not None:
         ax.scatter(prior[:, 0], prior[:, 1], s=2, c="0.85", rasterized=True)
     sc = ax.scatter(codes[:, 0], codes[:, 1], s=2, c=labels, cmap="tab10", vmin=-0.5, vmax=9.5, rasterized=True)
-    fig.colorbar(sc, ax=ax, ticks=range(10), label="digit")
-    ax.set_title(title + (" (PCA projection)" if projected else "") + "; grey: prior samples", fontsize=10)
-    ax.set_xlabel("PC 1" if projected else "z[0]")
-    ax.set_ylabel("PC 2" if projected else "z[1]")
+    fig.colorbar(sc, ax=ax, ticks=range(10), label="label")
+    named = {"pca": " (PCA projection)", "tsne": f" (t-SNE of {len(codes)} codes)", None: ""}[method]
+    ax.set_title(title + named + ("; grey: prior samples" if prior is not None else ""), fontsize=10)
+    axis = {"pca": "PC", "tsne": "t-SNE", None: "z["}[method]
+    ax.set_xlabel(f"{axis} 1" if method else "z[0]")
+    ax.set_ylabel(f"{axis} 2" if method else "z[1]")
     fig.tight_layout()
     return fig
 
@@ -148,10 +168,17 @@ class ReconstructionFigure(FigureCallback):
     def draw(self, trainer, module, x, y, stage):
         n = self.n
         originals, labels = x[: 2 * n], y[: 2 * n]
-        recon = module.reconstruct(originals, labels)
-        rows = torch.cat([originals[:n], recon[:n], originals[n:], recon[n:]])
+        if module.corrupts():  # a denoising run: originals, the corrupted inputs, what it made of them
+            noisy = module.corrupt(originals, generator=torch.Generator().manual_seed(self.seed))
+            recon = module.reconstruct(noisy, labels)
+            rows = torch.cat([originals[:n], noisy[:n].clamp(0, 1), recon[:n]])
+            caption = "originals, corrupted inputs (as in training), reconstructions of those"
+        else:
+            recon = module.reconstruct(originals, labels)
+            rows = torch.cat([originals[:n], recon[:n], originals[n:], recon[n:]])
+            caption = "originals above reconstructions"
         self.publish(trainer, f"{stage}/reconstructions", image_grid(_images(rows), n),
-                     f"{self.moment(trainer, stage)}: originals above reconstructions")
+                     f"{self.moment(trainer, stage)}: {caption}")
 
 
 class PriorSamplesFigure(FigureCallback):
@@ -178,19 +205,20 @@ class PriorSamplesFigure(FigureCallback):
 class LatentScatterFigure(FigureCallback):
     """Codes of the set coloured by digit over the prior's samples; at test also a W&B table of (z, label)."""
 
-    def __init__(self, *args, max_points: int = 5000, **kwargs):
+    def __init__(self, *args, max_points: int = 5000, projection: str = "pca", tsne_points: int = 2000, **kwargs):
         super().__init__(*args, **kwargs)
-        self.max_points = max_points
+        self.max_points, self.projection, self.tsne_points = max_points, projection, tsne_points
 
     def draw(self, trainer, module, x, y, stage):
         g = torch.Generator().manual_seed(self.seed)
-        idx = torch.randperm(len(x), generator=g)[: self.max_points].to(x.device)
+        n = self.tsne_points if self.projection == "tsne" and module.latent_dim > 2 else self.max_points
+        idx = torch.randperm(len(x), generator=g)[:n].to(x.device)  # a seeded subsample
         codes = module.encode(x[idx]).float().cpu().numpy()
         labels = y[idx].cpu().numpy()
         prior = module.sample_prior(len(idx), generator=g).float().cpu().numpy()
         when = self.moment(trainer, stage)
-        self.publish(trainer, f"{stage}/latent_scatter",
-                     figure_to_array(latent_scatter(codes, labels, prior, f"{stage} codes, {when}")))
+        self.publish(trainer, f"{stage}/latent_scatter", figure_to_array(
+            latent_scatter(codes, labels, prior, f"{stage} codes, {when}", self.projection, self.seed)))
         if stage == "test":
             columns = [f"z{i}" for i in range(codes.shape[1])] + ["label"]
             rows = [[*map(float, c), int(lab)] for c, lab in zip(codes, labels)]
@@ -341,7 +369,7 @@ FIGURES = {
 
 
 def build_figure_callbacks(out_dir, kinds, every_n_epochs: int = 1, n_images: int = 10, max_points: int = 5000,
-                           seed: int = 0) -> List[FigureCallback]:
+                           seed: int = 0, projection: str = "pca", tsne_points: int = 2000) -> List[FigureCallback]:
     extra = {"reconstructions": {"n_images": n_images}, "prior_samples": {"n_images": n_images},
-             "latent_scatter": {"max_points": max_points}}
+             "latent_scatter": {"max_points": max_points, "projection": projection, "tsne_points": tsne_points}}
     return [FIGURES[k](out_dir, every_n_epochs, seed, **extra.get(k, {})) for k in kinds]

@@ -1,23 +1,54 @@
-"""Network building blocks, kept apart from the LightningModules that train them."""
+"""Network building blocks, kept apart from the LightningModules that train them.
+
+`ARCHS` maps `model.arch` to (encoder builder, decoder builder); each builder takes the model
+config and the code size. `ACTIVATIONS` is the list `model.activation` / `model.code_activation`
+choose from, `RNN_CELLS` the one `model.rnn_cell` chooses from.
+"""
 from __future__ import annotations
 
-from typing import Sequence
+import math
+from functools import partial
+from typing import Optional, Sequence
 
 import torch
 from torch import nn
 
 IMAGE_DIM = 28 * 28
+ROWS = COLS = 28  # arch=rnn reads the image row by row: 28 steps of 28 pixels
+
+ACTIVATIONS = {"relu": nn.ReLU, "selu": nn.SELU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "identity": nn.Identity}
+RNN_CELLS = {"gru": nn.GRU, "lstm": nn.LSTM}
 
 
-def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, dropout: float = 0.0) -> nn.Sequential:
-    """Linear-ReLU(-Dropout) stack ending in a plain Linear layer."""
+def _selu_init(layers: Sequence[nn.Module]) -> None:
+    """LeCun-normal weights and zero biases: what keeps SELU activations self-normalising."""
+    for layer in layers:
+        if isinstance(layer, nn.Linear):
+            nn.init.normal_(layer.weight, 0.0, 1.0 / math.sqrt(layer.in_features))
+            nn.init.zeros_(layer.bias)
+
+
+def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, dropout: float = 0.0, activation: str = "relu",
+        batch_norm: bool = False, out_activation: str = "identity") -> nn.Sequential:
+    """Linear(-BatchNorm)-activation(-Dropout) per hidden layer, then a Linear output layer (with
+    BatchNorm too when `batch_norm`: the paper's clustering encoder normalises its output heads),
+    then `out_activation` (identity: none)."""
     layers: list[nn.Module] = []
     for h in hidden:
-        layers += [nn.Linear(in_dim, h), nn.ReLU()]
+        layers.append(nn.Linear(in_dim, h))
+        if batch_norm:
+            layers.append(nn.BatchNorm1d(h))
+        layers.append(ACTIVATIONS[activation]())
         if dropout > 0:
             layers.append(nn.Dropout(dropout))
         in_dim = h
     layers.append(nn.Linear(in_dim, out_dim))
+    if batch_norm:
+        layers.append(nn.BatchNorm1d(out_dim))
+    if out_activation != "identity":
+        layers.append(ACTIVATIONS[out_activation]())
+    if activation == "selu":
+        _selu_init(layers)
     return nn.Sequential(*layers)
 
 
@@ -25,28 +56,31 @@ class MLPEncoder(nn.Module):
     """q(z|x): a flattened image [B, 784] to a deterministic code [B, latent_dim]."""
 
     def __init__(self, latent_dim: int, hidden: Sequence[int] = (1000, 1000), dropout: float = 0.0,
-                 in_dim: int = IMAGE_DIM):
+                 in_dim: int = IMAGE_DIM, activation: str = "relu", batch_norm: bool = False,
+                 code_activation: str = "identity"):
         super().__init__()
-        self.net = mlp(in_dim, hidden, latent_dim, dropout)
+        self.net = mlp(in_dim, hidden, latent_dim, dropout, activation, batch_norm, code_activation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x.flatten(1))
 
 
 class MLPDecoder(nn.Module):
-    """p(x|z): a code [B, in_dim] to pixel logits [B, 784]; sigmoid of them is the image."""
+    """p(x|z): a code [B, in_dim] to pixel logits [B, 784]; the reconstruction loss says how they
+    become an image (losses.IMAGE_MAPS: sigmoid, or as they are for mse_linear)."""
 
     def __init__(self, in_dim: int, hidden: Sequence[int] = (1000, 1000), dropout: float = 0.0,
-                 out_dim: int = IMAGE_DIM):
+                 out_dim: int = IMAGE_DIM, activation: str = "relu"):
         super().__init__()
-        self.net = mlp(in_dim, hidden, out_dim, dropout)
+        self.net = mlp(in_dim, hidden, out_dim, dropout, activation)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(z)
 
 
 class MLPDiscriminator(nn.Module):
-    """D(z): a code [B, in_dim] to one logit per row, high for samples of the prior."""
+    """D(z): a code [B, in_dim] to one logit per row, high for samples of the prior. Always ReLU and
+    never batch norm (normalising over a batch of all-real or all-fake rows hands D a shortcut)."""
 
     def __init__(self, in_dim: int, hidden: Sequence[int] = (1000, 1000), dropout: float = 0.0):
         super().__init__()
@@ -54,6 +88,47 @@ class MLPDiscriminator(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(z).squeeze(-1)
+
+
+class _StackedRNN(nn.Module):
+    """One recurrent layer per entry of `hidden` (sizes may differ), batch first."""
+
+    def __init__(self, in_dim: int, hidden: Sequence[int], cell: str):
+        super().__init__()
+        sizes = [in_dim, *hidden]
+        self.layers = nn.ModuleList(RNN_CELLS[cell](a, b, batch_first=True) for a, b in zip(sizes, sizes[1:]))
+
+    def forward(self, seq: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            seq, _ = layer(seq)
+        return seq
+
+
+class RNNEncoder(nn.Module):
+    """Reads the image row by row (28 steps of 28 pixels); the last step's state, through a linear
+    layer, is the code."""
+
+    def __init__(self, latent_dim: int, hidden: Sequence[int] = (256,), cell: str = "gru",
+                 code_activation: str = "identity"):
+        super().__init__()
+        self.rnn = _StackedRNN(COLS, hidden, cell)
+        self.head = nn.Sequential(nn.Linear(hidden[-1], latent_dim), ACTIVATIONS[code_activation]())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.rnn(x.reshape(-1, ROWS, COLS))[:, -1])
+
+
+class RNNDecoder(nn.Module):
+    """The code repeated at each of 28 steps into a recurrent stack; each step's output, through a
+    linear layer, is one row of 28 pixel logits."""
+
+    def __init__(self, in_dim: int, hidden: Sequence[int] = (256,), cell: str = "gru"):
+        super().__init__()
+        self.rnn = _StackedRNN(in_dim, hidden, cell)
+        self.row = nn.Linear(hidden[-1], COLS)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.row(self.rnn(z.unsqueeze(1).expand(-1, ROWS, -1))).flatten(1)
 
 
 class ConvEncoder(nn.Module):
@@ -98,11 +173,23 @@ class ConvDecoder(nn.Module):
 
 # model.arch -> (encoder builder, decoder builder), each of (model config, code size); config
 # validation reads the names from here
+def _mlp_encoder(m, out: int, activation: Optional[str] = None) -> MLPEncoder:
+    return MLPEncoder(out, m["hidden_dims"], m["dropout"], activation=activation or m["activation"],
+                      batch_norm=m["batch_norm"], code_activation=m["code_activation"])
+
+
+def _mlp_decoder(m, inp: int, activation: Optional[str] = None) -> MLPDecoder:
+    return MLPDecoder(inp, list(reversed(m["hidden_dims"])), m["dropout"], activation=activation or m["activation"])
+
+
 ARCHS = {
-    "mlp": (lambda m, out: MLPEncoder(out, m["hidden_dims"], m["dropout"]),
-            lambda m, inp: MLPDecoder(inp, list(reversed(m["hidden_dims"])), m["dropout"])),
+    "mlp": (_mlp_encoder, _mlp_decoder),
+    # no activation anywhere: with recon_loss=mse_linear its optimum spans the top principal components
+    "linear": (partial(_mlp_encoder, activation="identity"), partial(_mlp_decoder, activation="identity")),
     "conv": (lambda m, out: ConvEncoder(out, m["conv_channels"], m["batch_norm"], m["dropout"]),
              lambda m, inp: ConvDecoder(inp, m["conv_channels"], m["batch_norm"])),
+    "rnn": (lambda m, out: RNNEncoder(out, m["hidden_dims"], m["rnn_cell"], m["code_activation"]),
+            lambda m, inp: RNNDecoder(inp, list(reversed(m["hidden_dims"])), m["rnn_cell"])),
 }
 
 

@@ -24,16 +24,24 @@ def _registries() -> dict:
     """Each name list is the registry of what implements it; nothing is listed twice."""
     from callbacks.figures import FIGURES
 
-    from .components import ARCHS
-    from .losses import RECONSTRUCTION_LOSSES
+    from .components import ACTIVATIONS, ARCHS, RNN_CELLS
+    from .data import DATASETS
+    from .losses import RECONSTRUCTION_LOSSES, SPARSITY, SPARSITY_REDUCTIONS
+    from .module import NONNEGATIVE
     from .optim import OPTIMIZERS, SCHEDULERS
     from .priors import PRIORS
     from .schedule import STEPPERS
     from .variants import VARIANTS
 
+    from callbacks.figures import PROJECTIONS
+
     return {"model.variant": VARIANTS, "model.arch": ARCHS, "model.prior": PRIORS,
-            "model.recon_loss": RECONSTRUCTION_LOSSES, "optim.optimizer": OPTIMIZERS, "optim.scheduler": SCHEDULERS,
-            "optim.stepper": STEPPERS, "callbacks.figures.kinds": FIGURES}
+            "model.recon_loss": RECONSTRUCTION_LOSSES, "model.activation": ACTIVATIONS,
+            "model.code_activation": ACTIVATIONS, "model.rnn_cell": RNN_CELLS, "model.sparsity": SPARSITY,
+            "model.sparsity_reduce": SPARSITY_REDUCTIONS, "model.nonnegative": NONNEGATIVE,
+            "data.dataset": DATASETS, "optim.optimizer": OPTIMIZERS, "optim.scheduler": SCHEDULERS,
+            "optim.stepper": STEPPERS, "callbacks.figures.kinds": FIGURES,
+            "callbacks.figures.projection": PROJECTIONS}
 
 
 class ConfigError(ValueError):
@@ -48,8 +56,17 @@ class ModelConfig:
     hidden_dims: List[int] = field(default_factory=lambda: [1000, 1000])
     disc_hidden_dims: List[int] = field(default_factory=lambda: [1000, 1000])
     dropout: float = 0.0
+    # hidden layers of the MLP encoder/decoder (relu, selu with LeCun-normal init, sigmoid, tanh,
+    # identity); discriminators stay ReLU; arch=linear is the MLP with identity everywhere
+    activation: str = "relu"
+    # on the encoder's output, for variants whose code is that output (autoencoder, aae, supervised):
+    # identity, relu (the sparse L1 guide), sigmoid (needed by sparsity=kl)
+    code_activation: str = "identity"
     conv_channels: List[int] = field(default_factory=lambda: [32, 64])  # arch=conv
-    batch_norm: bool = False  # arch=conv, encoder/decoder only: never in the discriminator
+    rnn_cell: str = "gru"  # arch=rnn: gru | lstm, one layer per hidden_dims entry, rows as time steps
+    # never in a discriminator. arch=conv: encoder and decoder; arch=mlp: the encoder's every layer
+    # including its output layer (the paper's clustering encoder: "crucial")
+    batch_norm: bool = False
     prior: str = "gaussian"
     prior_std: float = 1.0
     label_regularized: bool = False  # aae: the discriminator also sees the digit (paper Fig. 4)
@@ -64,6 +81,21 @@ class ModelConfig:
     # std of Gaussian noise added to the encoder's input in training only; the reconstruction
     # target stays the clean image and evaluation sees clean images (also the denoising option)
     input_noise: float = 0.0
+    # training-only corruptions of the encoder's input, the target staying clean: the share of pixels
+    # zeroed (masking noise, the denoising guide) and dropout on the input (zeroed and the rest scaled
+    # by 1/(1-p): the paper's clustering encoder)
+    input_mask: float = 0.0
+    input_dropout: float = 0.0
+    # code sparsity added to the reconstruction loss: l1 (weight x mean over the batch of |code|
+    # summed over units) or kl (weight x KL(target || each unit's mean activation); sigmoid code)
+    sparsity: str = "none"
+    sparsity_weight: float = 0.0
+    sparsity_target: float = 0.05
+    sparsity_reduce: str = "sum"  # over code units: sum | mean
+    # encoder/decoder weight matrices: penalty (weight/2 x sum of squared negative entries) or
+    # project (negative entries set to 0 after every optimizer step)
+    nonnegative: str = "none"
+    nonnegative_weight: float = 1.0
 
 
 @dataclass
@@ -103,6 +135,7 @@ class OptimConfig:
 @dataclass
 class DataConfig:
     root: str = "${oc.env:AAE_DATA_DIR,data}"
+    dataset: str = "mnist"  # mnist | fashion_mnist (IDX files under <root>/MNIST/raw or <root>/FashionMNIST/raw)
     download: bool = True
     batch_size: int = 100  # per device
     labeled_batch_size: int = 100  # per device, for variants that train on labels
@@ -139,6 +172,10 @@ class FiguresConfig:
     every_n_epochs: int = 1
     n_images: int = 10  # digits per row in reconstruction / sample grids
     max_points: int = 5000  # codes in the latent scatterplot
+    # codes wider than 2-D are drawn projected: pca (with the prior's samples behind) or tsne (scikit-learn,
+    # on a seeded subsample of tsne_points codes)
+    projection: str = "pca"
+    tsne_points: int = 2000
     # figures drawn where they apply to the variant: reconstructions, prior_samples, latent_scatter,
     # manifold, style_grid, classification, accuracy_curve, training_health
     kinds: List[str] = field(default_factory=lambda: list(_registries()["callbacks.figures.kinds"]))
@@ -262,18 +299,23 @@ def _check_choices(cfg: DictConfig) -> None:
         "optim.lr": o.lr,
         "trainer.log_every_n_steps": cfg.trainer.log_every_n_steps,
         "callbacks.figures.every_n_epochs": cfg.callbacks.figures.every_n_epochs,
+        "callbacks.figures.tsne_points": cfg.callbacks.figures.tsne_points,
     }
     for key, value in positive.items():
         if not value > 0:
             raise ConfigError(f"{key} must be positive, got {value}")
     for key, value in {"data.labels_per_class": d.labels_per_class, "model.dropout": m.dropout,
                        "model.category_noise": m.category_noise, "model.input_noise": m.input_noise,
+                       "model.sparsity_weight": m.sparsity_weight, "model.nonnegative_weight": m.nonnegative_weight,
                        "optim.momentum": o.momentum,
                        "optim.weight_decay": o.weight_decay, "optim.grad_clip": o.grad_clip}.items():
         if value < 0:
             raise ConfigError(f"{key} must not be negative, got {value}")
-    if not m.dropout < 1:
-        raise ConfigError(f"model.dropout must be below 1, got {m.dropout}")
+    for key in ("dropout", "input_mask", "input_dropout"):
+        if not 0 <= m[key] < 1:
+            raise ConfigError(f"model.{key} must be in [0, 1), got {m[key]}")
+    if not 0 < m.sparsity_target < 1:
+        raise ConfigError(f"model.sparsity_target must be in (0, 1), got {m.sparsity_target}")
     for name in ("hidden_dims", "disc_hidden_dims"):
         if any(h <= 0 for h in m[name]):
             raise ConfigError(f"model.{name} must hold positive sizes, got {list(m[name])}")
@@ -335,6 +377,14 @@ def _check_variant(cfg: DictConfig) -> None:
                           f"not model.variant={m.variant}")
     if m.label_regularized and (m.variant != "aae" or m.prior not in parts):
         raise ConfigError(f"model.label_regularized needs model.variant=aae and model.prior={' or '.join(parts)}")
+    if m.code_activation != "identity" and not VARIANTS[m.variant].plain_code:
+        plain = [name for name, cls in VARIANTS.items() if cls.plain_code]
+        raise ConfigError(f"model.code_activation applies where the code is the encoder's output ({', '.join(plain)}), "
+                          f"not model.variant={m.variant}")
+    if m.sparsity == "kl" and m.code_activation != "sigmoid":
+        raise ConfigError("model.sparsity=kl compares mean activations in (0, 1) with the target: set model.code_activation=sigmoid")
+    if m.batch_norm and m.arch not in ("mlp", "conv"):
+        raise ConfigError(f"model.batch_norm applies to arch mlp or conv, not model.arch={m.arch}")
     if m.variant == "vae" and (m.prior != "gaussian" or m.prior_std != 1.0):
         raise ConfigError("model.variant=vae matches N(0, I): set model.prior=gaussian and model.prior_std=1.0")
 

@@ -1,9 +1,11 @@
-"""MNIST as in-memory tensors, and the DataModule that owns the labeled / unlabeled / validation splits."""
+"""MNIST (or Fashion-MNIST, `data.dataset`) as in-memory tensors, and the DataModule that owns the
+labeled / unlabeled / validation splits."""
 from __future__ import annotations
 
 import gzip
 import struct
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Tuple
 
@@ -20,20 +22,37 @@ MNIST_FILES = {
 N_CLASSES = 10
 
 
+@dataclass(frozen=True)
+class DatasetSpec:
+    title: str  # in messages
+    folder: str  # <root>/<folder>/raw holds the IDX files (torchvision's layout)
+    torchvision_class: str  # downloads them
+    classes: Tuple[str, ...]
+
+
+# data.dataset -> the dataset; both have the same four file names, counts and 28x28 images
+DATASETS = {
+    "mnist": DatasetSpec("MNIST", "MNIST", "MNIST", tuple(str(d) for d in range(10))),
+    "fashion_mnist": DatasetSpec("Fashion-MNIST", "FashionMNIST", "FashionMNIST",
+                                 ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                                  "Sneaker", "Bag", "Ankle boot")),
+}
+
+
 class DataError(RuntimeError):
-    """MNIST cannot be found or read; the message says which file and what to do."""
+    """The dataset cannot be found or read; the message says which file and what to do."""
 
 
-def _open_idx(path: Path) -> bytes:
+def _open_idx(path: Path, title: str = "MNIST") -> bytes:
     try:
-        return _read_idx_bytes(path)
+        return _read_idx_bytes(path, title)
     except FileNotFoundError:
-        raise DataError(f"MNIST file {path} (or {path.name}.gz) is missing") from None
+        raise DataError(f"{title} file {path} (or {path.name}.gz) is missing") from None
     except OSError as exc:
-        raise DataError(f"MNIST file {exc.filename or path} cannot be read ({exc.strerror or type(exc).__name__})") from None
+        raise DataError(f"{title} file {exc.filename or path} cannot be read ({exc.strerror or type(exc).__name__})") from None
 
 
-def _read_idx_bytes(path: Path) -> bytes:
+def _read_idx_bytes(path: Path, title: str = "MNIST") -> bytes:
     if path.is_file():
         return path.read_bytes()
     gz = path.with_name(path.name + ".gz")
@@ -42,37 +61,37 @@ def _read_idx_bytes(path: Path) -> bytes:
             with gzip.open(gz) as f:
                 return f.read()
         except (OSError, EOFError) as exc:
-            raise DataError(f"MNIST file {gz} is corrupted ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
+            raise DataError(f"{title} file {gz} is corrupted ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
                             "delete it and download again") from None
     raise FileNotFoundError(path)
 
 
-def read_idx(path: Path, expected_count: int, expected_dims: Tuple[int, ...]) -> torch.Tensor:
-    """Read one IDX file (uint8) and check its header and length against what MNIST should hold."""
-    raw = _open_idx(path)
+def read_idx(path: Path, expected_count: int, expected_dims: Tuple[int, ...], title: str = "MNIST") -> torch.Tensor:
+    """Read one IDX file (uint8) and check its header and length against what the dataset should hold."""
+    raw = _open_idx(path, title)
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
-        raise DataError(f"MNIST file {path} is not an unsigned-byte IDX file (bad magic number)")
+        raise DataError(f"{title} file {path} is not an unsigned-byte IDX file (bad magic number)")
     ndim = raw[3]
     header = 4 + 4 * ndim
     if len(raw) < header:
-        raise DataError(f"MNIST file {path} is truncated (header incomplete)")
+        raise DataError(f"{title} file {path} is truncated (header incomplete)")
     dims = struct.unpack(f">{ndim}I", raw[4:header])
     if dims != (expected_count, *expected_dims):
-        raise DataError(f"MNIST file {path} has shape {dims}, expected {(expected_count, *expected_dims)}")
+        raise DataError(f"{title} file {path} has shape {dims}, expected {(expected_count, *expected_dims)}")
     n = 1
     for d in dims:
         n *= d
     if len(raw) - header != n:
-        raise DataError(f"MNIST file {path} is truncated or corrupted: {len(raw) - header} data bytes, expected {n}")
+        raise DataError(f"{title} file {path} is truncated or corrupted: {len(raw) - header} data bytes, expected {n}")
     return torch.frombuffer(bytearray(raw[header:]), dtype=torch.uint8).reshape(dims)
 
 
-def _raw_dir(root: Path) -> Path:
-    return root / "MNIST" / "raw"
+def _raw_dir(root: Path, dataset: str = "mnist") -> Path:
+    return root / DATASETS[dataset].folder / "raw"
 
 
-def _have_files(root: Path) -> bool:
-    raw = _raw_dir(root)
+def _have_files(root: Path, dataset: str = "mnist") -> bool:
+    raw = _raw_dir(root, dataset)
     return all(
         (raw / name).is_file() or (raw / (name + ".gz")).is_file()
         for images, labels, _ in MNIST_FILES.values()
@@ -80,34 +99,38 @@ def _have_files(root: Path) -> bool:
     )
 
 
-def _download(root: Path) -> None:
-    from torchvision.datasets import MNIST
+def _download(root: Path, dataset: str = "mnist") -> None:
+    import torchvision.datasets
 
+    spec = DATASETS[dataset]
     try:
         for train in (True, False):
-            MNIST(str(root), train=train, download=True)
+            getattr(torchvision.datasets, spec.torchvision_class)(str(root), train=train, download=True)
     except Exception as exc:  # network errors come in many types
         raise DataError(
-            f"MNIST not found under {_raw_dir(root)} and the download failed ({type(exc).__name__}); "
-            "put the four IDX files there, or set data.root / AAE_DATA_DIR to a folder holding MNIST/raw"
+            f"{spec.title} not found under {_raw_dir(root, dataset)} and the download failed ({type(exc).__name__}); "
+            f"put the four IDX files there, or set data.root / AAE_DATA_DIR to a folder holding {spec.folder}/raw"
         ) from None
 
 
-def load_mnist(root: str | Path, split: str, download: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Images as float32 [N, 784] in [0, 1] and labels as int64 [N], read straight from the IDX files."""
-    root = Path(root).expanduser()
-    if not _have_files(root):
+def load_mnist(root: str | Path, split: str, download: bool = False,
+               dataset: str = "mnist") -> Tuple[torch.Tensor, torch.Tensor]:
+    """Images as float32 [N, 784] in [0, 1] and labels as int64 [N], read straight from the IDX files
+    of `dataset` (mnist or fashion_mnist)."""
+    root, spec = Path(root).expanduser(), DATASETS[dataset]
+    if not _have_files(root, dataset):
         if not download:
             raise DataError(
-                f"MNIST not found under {_raw_dir(root)} and data.download=false; "
+                f"{spec.title} not found under {_raw_dir(root, dataset)} and data.download=false; "
                 "put the four IDX files there or set data.root / AAE_DATA_DIR"
             )
-        _download(root)
+        _download(root, dataset)
     images_name, labels_name, count = MNIST_FILES[split]
-    images = read_idx(_raw_dir(root) / images_name, count, (28, 28))
-    labels = read_idx(_raw_dir(root) / labels_name, count, ())
+    raw = _raw_dir(root, dataset)
+    images = read_idx(raw / images_name, count, (28, 28), spec.title)
+    labels = read_idx(raw / labels_name, count, (), spec.title)
     if int(labels.max()) >= N_CLASSES:
-        raise DataError(f"MNIST file {_raw_dir(root) / labels_name} holds labels outside 0-9")
+        raise DataError(f"{spec.title} file {raw / labels_name} holds labels outside 0-9")
     return images.reshape(count, 784).float().div_(255.0), labels.long()
 
 
@@ -202,7 +225,7 @@ def split_indices(labels: torch.Tensor, val_size: int, labels_per_class: int, se
 
 
 class MNISTDataModule(L.LightningDataModule):
-    """MNIST held in memory as tensors.
+    """MNIST (or Fashion-MNIST: `dataset`) held in memory as tensors.
 
     Training batches:
       * labels_per_class == 0: (x, y) from every non-validation training image (y for the
@@ -215,9 +238,9 @@ class MNISTDataModule(L.LightningDataModule):
 
     def __init__(self, root: str = "data", download: bool = True, batch_size: int = 100,
                  labeled_batch_size: int = 100, val_size: int = 10000, labels_per_class: int = 0,
-                 split_seed: int = 0, on_device: bool = True, seed: int = 0):
+                 split_seed: int = 0, on_device: bool = True, seed: int = 0, dataset: str = "mnist"):
         super().__init__()
-        self.root, self.download = root, download
+        self.root, self.download, self.dataset = root, download, dataset
         self.batch_size, self.labeled_batch_size = batch_size, labeled_batch_size
         self.val_size, self.labels_per_class = val_size, labels_per_class
         self.split_seed, self.on_device = split_seed, on_device
@@ -235,15 +258,16 @@ class MNISTDataModule(L.LightningDataModule):
 
     def prepare_data(self) -> None:
         root = Path(self.root).expanduser()
-        if not _have_files(root):
+        if not _have_files(root, self.dataset):
             if not self.download:
-                load_mnist(root, "train", download=False)  # raises the explanatory error
-            _download(root)
+                load_mnist(root, "train", download=False, dataset=self.dataset)  # raises the explanatory error
+            _download(root, self.dataset)
 
     def check_splits(self) -> None:
         """Fail now, with the setting named, if the splits cannot be made (reads only the labels)."""
         count = MNIST_FILES["train"][2]
-        labels = read_idx(_raw_dir(Path(self.root).expanduser()) / MNIST_FILES["train"][1], count, ())
+        labels = read_idx(_raw_dir(Path(self.root).expanduser(), self.dataset) / MNIST_FILES["train"][1], count, (),
+                          DATASETS[self.dataset].title)
         split_indices(labels.long(), self.val_size, self.labels_per_class, self.split_seed)
 
     def _device(self) -> torch.device:
@@ -257,14 +281,14 @@ class MNISTDataModule(L.LightningDataModule):
         # "test" needs the validation split too: clustering names its clusters from validation
         # images and Parzen chooses sigma on them, also when a checkpoint is tested on its own
         if stage in (None, "fit", "validate", "test") and self.val is None:
-            x, y = load_mnist(self.root, "train", self.download)
+            x, y = load_mnist(self.root, "train", self.download, self.dataset)
             lab, unl, val = split_indices(y, self.val_size, self.labels_per_class, self.split_seed)
             hidden = torch.full_like(y[unl], -1)
             self.labeled = TensorPairs(x[lab], y[lab]).to(device)
             self.unlabeled = TensorPairs(x[unl], hidden if self.labels_per_class else y[unl]).to(device)
             self.val = TensorPairs(x[val], y[val]).to(device)
         if stage in (None, "test", "predict") and self.test is None:
-            self.test = TensorPairs(*load_mnist(self.root, "test", self.download)).to(device)
+            self.test = TensorPairs(*load_mnist(self.root, "test", self.download, self.dataset)).to(device)
 
     def _loader(self, data: TensorPairs, batch_size: int, shuffle: bool, drop_last: bool = False) -> DataLoader:
         return DataLoader(data, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,

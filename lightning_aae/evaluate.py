@@ -3,6 +3,8 @@
     python -m lightning_aae.evaluate runs/semi_supervised/<run>/checkpoints/last.ckpt
     python -m lightning_aae.evaluate CKPT --parzen        # adds the Parzen-window log-likelihood
     python -m lightning_aae.evaluate CKPT --figures out/  # and the test-set figures as PNG files
+    python -m lightning_aae.evaluate CKPT --per-image errors.csv  # each test image's reconstruction
+                                                          # error (anomaly score) + errors.png histogram
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from pathlib import Path
 
 
 from .data import DataError, MNISTDataModule
-from .errors import EXIT_INPUT, fail
+from .errors import EXIT_INPUT, EXIT_STORAGE, fail
 
 
 def datamodule_for(ckpt: dict, data_root: str | None) -> MNISTDataModule:
@@ -30,8 +32,57 @@ def datamodule_for(ckpt: dict, data_root: str | None) -> MNISTDataModule:
     return MNISTDataModule(**data)
 
 
+def per_image_errors(module, x, chunk: int = 1000):
+    """The reconstruction loss of each image on its own (the run's loss), [N]."""
+    import torch
+
+    from .losses import per_image_reconstruction_error
+
+    kind = module.model_cfg["recon_loss"]
+    with torch.no_grad():
+        return torch.cat([per_image_reconstruction_error(module(x[i: i + chunk])["logits"], x[i: i + chunk], kind)
+                          for i in range(0, len(x), chunk)]).cpu()
+
+
+def write_error_report(csv_path: str | Path, errors, labels, class_names, title: str) -> Path:
+    """errors.csv (index, label, error; test-set order) and, beside it, a PNG histogram per class group
+    with the 99th percentile marked. Both written atomically. Returns the PNG's path."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from .storage import write_atomic, write_text_atomic
+
+    errors, labels = np.asarray(errors, dtype=np.float64), np.asarray(labels)
+    rows = ["index,label,error"] + [f"{i},{int(lab)},{e:.6g}" for i, (lab, e) in enumerate(zip(labels, errors))]
+    csv_path = Path(csv_path)
+    write_text_atomic(csv_path, "\n".join(rows) + "\n")
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    bins = np.linspace(0, np.percentile(errors, 99.9), 60)
+    ax.hist(errors, bins=bins, color="0.6", label="all")
+    cut = np.percentile(errors, 99)
+    ax.axvline(cut, color="C3", ls="--", label=f"99th percentile {cut:.4g}")
+    worst = labels[errors >= cut]
+    common = ", ".join(f"{class_names[c]} ({n})" for c, n in
+                       sorted(zip(*np.unique(worst, return_counts=True)), key=lambda t: -t[1])[:3])
+    ax.set(xlabel="per-image reconstruction error", ylabel="images",
+           title=f"{title}\nabove the 99th percentile, most often: {common}")
+    ax.legend()
+    fig.tight_layout()
+    png = csv_path.with_suffix(".png")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    write_atomic(png, lambda f: f.write(buf.getvalue()))
+    return png
+
+
 def evaluate(ckpt_path: str, data_root: str | None = None, parzen: bool = False, n_samples: int = 10000,
-             figures: str | None = None) -> dict:
+             figures: str | None = None, per_image: str | None = None) -> dict:
     import lightning as L
 
     from .storage import SafeCheckpointIO, load_checkpoint
@@ -55,6 +106,14 @@ def evaluate(ckpt_path: str, data_root: str | None = None, parzen: bool = False,
         warnings.filterwarnings("ignore", message=".*callbacks used to create the checkpoint.*")
         trainer.test(module, datamodule=dm, ckpt_path=ckpt_path, verbose=False)  # figures name the checkpoint
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+    if per_image:
+        from .data import DATASETS
+
+        module = module.cpu().eval()
+        errors = per_image_errors(module, dm.test.x.cpu())
+        write_error_report(per_image, errors, dm.test.y.cpu(), DATASETS[dm.dataset].classes,
+                           f"{Path(ckpt_path).name}: {len(errors)} test images")
+        metrics["test/per_image_error_p99"] = float(errors.quantile(0.99))
     if parzen:
         from .parzen import evaluate_parzen
 
@@ -70,12 +129,18 @@ def main(argv=None) -> int:
     p.add_argument("--parzen", action="store_true", help="also the Parzen-window log-likelihood (10k samples)")
     p.add_argument("--samples", type=int, default=10000, help="generated samples for the Parzen window")
     p.add_argument("--figures", help="also draw the test-set figures as PNG files into this folder")
+    p.add_argument("--per-image", metavar="CSV", help="write each test image's reconstruction error to this CSV "
+                   "and its histogram beside it (.png)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = p.parse_args(argv)
+    from .storage import StorageError
+
     try:
-        metrics = evaluate(args.ckpt, args.data_root, args.parzen, args.samples, args.figures)
+        metrics = evaluate(args.ckpt, args.data_root, args.parzen, args.samples, args.figures, args.per_image)
     except (DataError, ValueError) as exc:
         return fail(exc, EXIT_INPUT)
+    except StorageError as exc:
+        return fail(exc, EXIT_STORAGE)
     if args.json:
         print(json.dumps(metrics, indent=2))
     else:

@@ -9,7 +9,8 @@ def reconstruction_loss(logits: torch.Tensor, x: torch.Tensor, kind: str = "mse"
     """Mean per-pixel error between the decoder's logits and images in [0, 1].
 
     mse compares sigmoid(logits) to x; bce is the Bernoulli negative log-likelihood, computed
-    from logits for numerical stability.
+    from logits for numerical stability; mse_linear compares the decoder's output as it is (the
+    linear autoencoder, whose optimum is PCA).
     """
     if kind not in RECONSTRUCTION_LOSSES:
         raise ValueError(f"unknown reconstruction loss '{kind}'; valid: {', '.join(RECONSTRUCTION_LOSSES)}")
@@ -19,7 +20,48 @@ def reconstruction_loss(logits: torch.Tensor, x: torch.Tensor, kind: str = "mse"
 RECONSTRUCTION_LOSSES = {
     "mse": lambda logits, x: F.mse_loss(torch.sigmoid(logits), x),
     "bce": lambda logits, x: F.binary_cross_entropy_with_logits(logits, x),
+    "mse_linear": lambda logits, x: F.mse_loss(logits, x),
 }
+# how each loss reads the decoder's output as an image in [0, 1]
+IMAGE_MAPS = {"mse": torch.sigmoid, "bce": torch.sigmoid, "mse_linear": lambda out: out.clamp(0.0, 1.0)}
+
+
+def per_image_reconstruction_error(logits: torch.Tensor, x: torch.Tensor, kind: str = "mse") -> torch.Tensor:
+    """The reconstruction loss of each image on its own, [B] (anomaly scores: the mean of them is
+    `reconstruction_loss`)."""
+    x = x.flatten(1)
+    if kind == "bce":
+        return F.binary_cross_entropy_with_logits(logits, x, reduction="none").mean(1)
+    return (IMAGE_MAPS[kind](logits) if kind == "mse" else logits).sub(x).pow(2).mean(1)
+
+
+SPARSITY_REDUCTIONS = ("sum", "mean")  # model.sparsity_reduce: over code units
+
+
+def _reduce_units(per_unit: torch.Tensor, reduce: str) -> torch.Tensor:
+    return per_unit.sum(-1) if reduce == "sum" else per_unit.mean(-1)
+
+
+def l1_activity(code: torch.Tensor, reduce: str = "sum") -> torch.Tensor:
+    """Mean over the batch of |code| summed (or averaged) over units: Keras' L1 activity regulariser."""
+    return _reduce_units(code.abs(), reduce).mean()
+
+
+def kl_sparsity(code: torch.Tensor, target: float, reduce: str = "sum", eps: float = 1e-6) -> torch.Tensor:
+    """KL(target || mean activation) per code unit, summed (or averaged) over units; the code must lie
+    in (0, 1) (a sigmoid code). The mean activation of each unit is taken over the batch."""
+    rho = code.mean(0).clamp(eps, 1 - eps)
+    kl = target * torch.log(target / rho) + (1 - target) * torch.log((1 - target) / (1 - rho))
+    return _reduce_units(kl, reduce)
+
+
+SPARSITY = {"none": None, "l1": lambda code, m: l1_activity(code, m["sparsity_reduce"]),
+            "kl": lambda code, m: kl_sparsity(code, m["sparsity_target"], m["sparsity_reduce"])}
+
+
+def negative_weight_penalty(weights) -> torch.Tensor:
+    """Half the sum of squares of the negative entries (the nonnegativity-constrained autoencoder's term)."""
+    return 0.5 * sum(w.clamp(max=0).pow(2).sum() for w in weights)
 
 
 def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:

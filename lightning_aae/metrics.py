@@ -114,26 +114,47 @@ class EvalBundle(torch.nn.Module):
             m.reset()
 
 
+NEAR_ZERO = 0.01  # |code| below this counts as an inactive unit in code_near_zero
+
+
+def hoyer_sparsity(code: torch.Tensor) -> torch.Tensor:
+    """Per row, (sqrt(n) - L1/L2) / (sqrt(n) - 1): 0 when all units are equal in size, 1 when one
+    unit carries everything; unchanged by rescaling the code (an L1 penalty cannot game it)."""
+    n = code.shape[1]
+    if n < 2:
+        return torch.zeros(len(code), device=code.device)
+    ratio = code.abs().sum(1) / code.norm(dim=1).clamp_min(1e-12)
+    return (n ** 0.5 - ratio) / (n ** 0.5 - 1)
+
+
 class ReconstructionMetrics(EvalBundle):
-    """Reconstruction error and the codes' moments; with match_prior, how far their spread is from the prior's."""
+    """Reconstruction error, the codes' moments and sparsity (mean |code|, share of entries below
+    NEAR_ZERO, Hoyer sparsity); with match_prior, how far their spread is from the prior's."""
 
     def __init__(self, latent_dim: int, recon_kind: str = "mse", match_prior: bool = True):
         super().__init__()
         from torchmetrics import MeanMetric
 
         self.recon, self.codes = MeanMetric(), CodeMoments(latent_dim)
+        self.mean_abs, self.near_zero, self.hoyer = MeanMetric(), MeanMetric(), MeanMetric()
         self.latent_dim, self.recon_kind, self.match_prior = latent_dim, recon_kind, match_prior
 
     def update(self, module, x, y, out):
         from .losses import reconstruction_loss
 
         self.recon.update(reconstruction_loss(out["logits"], x, self.recon_kind), weight=x.shape[0])
-        self.codes.update(out["code"])
+        code = out["code"].detach()
+        self.codes.update(code)
+        self.mean_abs.update(code.abs().mean(), weight=code.numel())
+        self.near_zero.update((code.abs() < NEAR_ZERO).float().mean(), weight=code.numel())
+        self.hoyer.update(hoyer_sparsity(code).mean(), weight=code.shape[0])
 
     def compute(self, module, stage):
         stats = self.codes.compute()
         out = {f"{stage}/recon_loss": self.recon.compute(), f"{stage}/n_images": stats["count"].float(),
-               f"{stage}/code_mean_abs_max": stats["mean"].abs().max()}
+               f"{stage}/code_mean_abs_max": stats["mean"].abs().max(),
+               f"{stage}/code_mean_abs": self.mean_abs.compute(), f"{stage}/code_near_zero": self.near_zero.compute(),
+               f"{stage}/code_hoyer": self.hoyer.compute()}
         if self.match_prior:
             prior_std = module.prior.std_per_dim().to(stats["std"].device)
             # 0 when every dimension spreads like the prior; 0.25 = off by 25% somewhere

@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from .components import MLPDiscriminator, build_decoder, build_encoder
+from .losses import IMAGE_MAPS, SPARSITY, negative_weight_penalty
 from .metrics import EvalBundle, ReconstructionMetrics, RunningMeans, compute_all
 from .optim import build_optimizers, phase_setting
 from .priors import make_prior
@@ -24,6 +25,18 @@ from .schedule import StepBatch, make_stepper
 
 def plain(cfg: Any) -> Dict[str, Any]:
     return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+
+
+NONNEGATIVE = ("none", "penalty", "project")  # model.nonnegative
+
+
+def model_defaults() -> Dict[str, Any]:
+    """Every model key with its default: checkpoints written before a key existed load with it."""
+    import dataclasses
+
+    from .config import ModelConfig
+
+    return dataclasses.asdict(ModelConfig())
 
 
 def one_hot(labels: torch.Tensor, n: int) -> torch.Tensor:
@@ -36,6 +49,7 @@ class CodeInterface:
     where `categories` is set. Needs `encoder`, `decoder`, `prior` and `latent_dim`."""
 
     label_aware = False  # decode/sample take digit (or category) labels
+    plain_code = True  # the code is the encoder's output itself (not heads, not moments)
     categories: Optional[str] = None  # "digits" or "clusters" where classify(x) gives q(y|x)
 
     # ---- sizes ------------------------------------------------------------------------------
@@ -63,7 +77,11 @@ class CodeInterface:
 
     def decode(self, z: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Images in [0, 1], shape [B, 784]."""
-        return torch.sigmoid(self.decoder(self.decoder_input(z, labels)))
+        return self.to_image(self.decoder(self.decoder_input(z, labels)))
+
+    def to_image(self, logits: torch.Tensor) -> torch.Tensor:
+        """The decoder's output as images in [0, 1] (a sigmoid, or a clamp for mse_linear)."""
+        return IMAGE_MAPS[self.model_cfg["recon_loss"]](logits)
 
     def forward(self, x: torch.Tensor, labels: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
         """One encoder pass: 'code' (what `encode` gives), 'logits' (the reconstruction's pixel
@@ -72,7 +90,7 @@ class CodeInterface:
         return {"code": z, "logits": self.decoder(self.decoder_input(z, labels))}
 
     def reconstruct(self, x: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
-        return torch.sigmoid(self(x, labels)["logits"])
+        return self.to_image(self(x, labels)["logits"])
 
     def sample_prior(self, n: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
         if generator is not None:
@@ -97,7 +115,7 @@ class AutoencoderModule(CodeInterface, L.LightningModule):
     def __init__(self, model: Dict[str, Any], optim: Dict[str, Any], run_config: Optional[Dict[str, Any]] = None,
                  **legacy: Any):  # checkpoints before 2026-11-23 also carry log_every_n_steps
         super().__init__()
-        model, optim = plain(model), plain(optim)
+        model, optim = {**model_defaults(), **plain(model)}, plain(optim)
         run_config = plain(run_config) if run_config is not None else None
         self.save_hyperparameters({"variant": self.variant, "model": model, "optim": optim, "run_config": run_config})
         self.automatic_optimization = False
@@ -112,20 +130,61 @@ class AutoencoderModule(CodeInterface, L.LightningModule):
         self.eval_metrics = nn.ModuleDict({stage: nn.ModuleList(self.metric_bundles(stage)) for stage in ("val", "test")})
         self.running = RunningMeans()
         self.stepper = None  # built with the optimizers
+        self.constrain("init")
 
     # ---- hooks of the schedule --------------------------------------------------------------
-    def corrupt(self, x: torch.Tensor) -> torch.Tensor:
-        """The encoder's training input: x plus Gaussian noise of std model.input_noise (x itself at 0)."""
-        std = self.model_cfg.get("input_noise", 0.0)
-        return x + std * torch.randn_like(x) if std else x
+    def corrupt(self, x: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """The encoder's training input (x itself when no corruption is set), in this order:
+        model.input_dropout (pixels zeroed with that probability, the rest scaled by 1/(1-p), as a
+        dropout layer on the input does), model.input_mask (pixels zeroed, no scaling: masking
+        noise), model.input_noise (Gaussian noise of that std). The target stays the clean x."""
+        m = self.model_cfg
+
+        def draw(like: torch.Tensor, normal: bool) -> torch.Tensor:
+            if generator is None:  # the training stream
+                return torch.randn_like(like) if normal else torch.rand_like(like)
+            fn = torch.randn if normal else torch.rand
+            return fn(like.shape, generator=generator, dtype=like.dtype).to(like.device)
+
+        for rate, scale in ((m["input_dropout"], True), (m["input_mask"], False)):
+            if rate:
+                keep = draw(x, False) >= rate
+                x = x * keep / (1 - rate) if scale else x * keep
+        if m["input_noise"]:
+            x = x + m["input_noise"] * draw(x, True)
+        return x
+
+    def corrupts(self) -> bool:
+        m = self.model_cfg
+        return bool(m["input_dropout"] or m["input_mask"] or m["input_noise"])
 
     def training_forward(self, x: torch.Tensor, y: torch.Tensor) -> Dict[str, torch.Tensor]:
         """The reconstruction phase's pass; y is the digit (-1 where hidden), used only by decoders that take it."""
         return self(x, y)
 
     def code_penalties(self, batch: StepBatch, out: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-        """Terms added to the reconstruction loss; they see the batch (input and target) and the pass."""
-        return {}
+        """Terms added to the reconstruction loss; they see the batch (input and target) and the pass.
+        Here: code sparsity (model.sparsity: l1 or kl, weight model.sparsity_weight) and the
+        negative-weight penalty (model.nonnegative=penalty, weight model.nonnegative_weight)."""
+        m, terms = self.model_cfg, {}
+        if m["sparsity"] != "none":
+            terms["sparsity"] = m["sparsity_weight"] * SPARSITY[m["sparsity"]](out["code"], m)
+        if m["nonnegative"] == "penalty":
+            terms["nonnegative"] = m["nonnegative_weight"] * negative_weight_penalty(self.constrained_weights())
+        return terms
+
+    def constrained_weights(self) -> List[nn.Parameter]:
+        """What model.nonnegative keeps >= 0: the encoder's and decoder's weight matrices (not biases)."""
+        return [p for n, p in [*self.encoder.named_parameters(), *self.decoder.named_parameters()]
+                if p.dim() >= 2 and n.rsplit(".", 1)[-1].startswith("weight")]
+
+    @torch.no_grad()
+    def constrain(self, phase: str) -> None:
+        """Called after each optimizer step (and once at construction, phase "init"): with
+        model.nonnegative=project, the negative weights are set to 0."""
+        if self.model_cfg["nonnegative"] == "project":
+            for w in self.constrained_weights():
+                w.clamp_(min=0)
 
     def adversary_pairs(self, batch: StepBatch) -> Dict[str, tuple]:
         """Discriminator name -> (codes with gradient to the encoder, samples of the target distribution)."""

@@ -173,6 +173,7 @@ class EagerStepper:
             if self.clip_norms.get(name):
                 self.clip(optimizer, self.params[name], self.clip_norms[name])
             optimizer.step()
+            model.constrain(name)  # projections after the step (nonnegative weights)
         self.stat_phase.update({k: name for k in stats})
         return stats
 

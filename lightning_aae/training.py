@@ -184,7 +184,8 @@ def build_callbacks(cfg: DictConfig, run_dir: Path) -> list:
         result.append(EpochSummary())
     if c.figures.enabled:
         result += build_figure_callbacks(run_dir / "figures", list(c.figures.kinds), c.figures.every_n_epochs,
-                                         c.figures.n_images, c.figures.max_points, seed=cfg.seed)
+                                         c.figures.n_images, c.figures.max_points, seed=cfg.seed,
+                                         projection=c.figures.projection, tsne_points=c.figures.tsne_points)
     return result
 
 

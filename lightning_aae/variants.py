@@ -90,6 +90,7 @@ class CategoricalAAE(AutoencoderModule):
     and a Gaussian discriminator. The decoder sees what `decoder_input(z, y)` makes of the two."""
 
     label_aware = True
+    plain_code = False  # the encoder's output is [category logits, style]
 
     @property
     def n_categories(self) -> int:
@@ -277,6 +278,8 @@ class DimensionalityReductionAAE(_Clusters, CategoricalAAE):
 @register("vae")
 class VAE(AutoencoderModule):
     """Variational autoencoder over the same blocks: a KL term to N(0, I) instead of an adversary."""
+
+    plain_code = False  # the encoder's output is [mean, log-variance]
 
     def encoder_out_dim(self):
         return 2 * self.latent_dim

@@ -15,7 +15,8 @@ def test_configs_exist():
 
 @pytest.mark.parametrize("config", CONFIGS, ids=[p.stem for p in CONFIGS])
 def test_config_runs_with_fast_dev_run(config, quick_overrides):
-    cfg = load_config(config, quick_overrides + ["trainer.fast_dev_run=true"])
+    # a small t-SNE sample: the projection runs, in seconds rather than a minute
+    cfg = load_config(config, quick_overrides + ["trainer.fast_dev_run=true", "callbacks.figures.tsne_points=300"])
     metrics = train(cfg, verbose=False)
     assert metrics["test/recon_loss"] > 0
     assert metrics["train/recon_loss_epoch"] > 0

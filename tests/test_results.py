@@ -64,3 +64,18 @@ def test_a_run_records_the_commit_it_started_from(small_overrides, tmp_path, mon
     (record,) = (tmp_path / "runs").glob("autoencoder/*/result.json")
     written = json.loads(record.read_text())
     assert written["commit"] == "start-commit" and written["epochs"] == 1 and written["wall_s"] > 0
+
+
+def test_an_autoencoder_run_records_its_reconstruction_error_and_code_sparsity(tmp_path):
+    result = _result(0, 0.0)
+    result["config"]["model"] = {"variant": "autoencoder", "latent_dim": 32}
+    result["metrics"] = {"test/recon_loss": 0.0123456, "test/code_mean_abs": 0.5, "test/code_near_zero": 0.25,
+                         "test/code_hoyer": 0.4}
+    lines = results.registry_lines(result, recipe="family-plain")
+    assert [(l["metric"], l["value"]) for l in lines] == [
+        ("recon_loss", 0.012346), ("code_mean_abs", 0.5), ("code_near_zero", 25.0), ("code_hoyer", 0.4)]
+    text = results.table(lines)
+    assert "| recon_loss | 0.01235 |" in text and "| code_near_zero (%) | 25.00 |" in text
+    del result["metrics"]["test/code_hoyer"]
+    with pytest.raises(ValueError, match="test/code_hoyer"):
+        results.registry_lines(result)
