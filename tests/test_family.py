@@ -282,3 +282,15 @@ def test_evaluate_writes_each_test_image_error_and_its_histogram(small_overrides
     errors = np.array([float(r["error"]) for r in rows])
     assert errors.mean() == pytest.approx(metrics["test/recon_loss"], rel=1e-3)  # the test loss, image by image
     assert (out.with_suffix(".png")).stat().st_size > 1000
+
+
+def test_compare_draws_a_row_per_model_and_the_corrupted_inputs_of_a_denoiser(tmp_path):
+    from lightning_aae.compare import comparison_rows, main
+
+    plain, denoising = _module("autoencoder_wide").eval(), _module("denoising_mask").eval()
+    x = torch.rand(6, 784)
+    rows = comparison_rows([("plain", plain), ("masked", denoising)], x)
+    assert [label for label, _ in rows] == ["original", "plain", "masked: input", "masked"]
+    assert all(images.shape == (6, 28, 28) for _, images in rows)
+    assert abs((rows[2][1] == 0).mean() - 0.5) < 0.15  # half the pixels masked, as in training
+    assert main(["plain=" + str(tmp_path / "missing.ckpt"), "--out", str(tmp_path / "x.png")]) == 2
