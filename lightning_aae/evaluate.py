@@ -118,8 +118,23 @@ def evaluate(ckpt_path: str, data_root: str | None = None, parzen: bool = False,
         from .parzen import evaluate_parzen
 
         result = evaluate_parzen(module.cpu().eval(), dm.val.x.cpu(), dm.test.x.cpu(), n_samples=n_samples)
-        metrics.update({f"test/{k}": v for k, v in result.items() if k != "sigma_scores"})
+        parzen_metrics = {f"test/{k}": v for k, v in result.items() if k != "sigma_scores"}
+        metrics.update(parzen_metrics)
+        add_to_run_result(ckpt_path, parzen_metrics)
     return metrics
+
+
+def add_to_run_result(ckpt_path: str, metrics: dict) -> None:
+    """Where the checkpoint lies in a run folder (<run>/checkpoints/x.ckpt) with a result.json, add the
+    metrics to it, so `results record <run> --experiment parzen` finds them. Written atomically."""
+    from .storage import write_text_atomic
+
+    result_path = Path(ckpt_path).resolve().parent.parent / "result.json"
+    if result_path.is_file():
+        result = json.loads(result_path.read_text())
+        result["metrics"].update(metrics)
+        result.setdefault("evaluated_checkpoints", {}).update({k: str(ckpt_path) for k in metrics})
+        write_text_atomic(result_path, json.dumps(result, indent=2, sort_keys=True))
 
 
 def main(argv=None) -> int:

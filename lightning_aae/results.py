@@ -38,7 +38,9 @@ METRICS = {
     "parzen": ("parzen_ll", "test/parzen_ll", 1.0),
     "autoencoder": ("recon_loss", "test/recon_loss", 1.0),
 }
-EXTRA_METRICS = {  # the autoencoder family's table: how sparse each code is
+EXTRA_METRICS = {
+    "parzen": (("parzen_ll_stderr", "test/parzen_ll_stderr", 1.0), ("parzen_sigma", "test/parzen_sigma", 1.0)),
+    # the autoencoder family's table: how sparse each code is
     "autoencoder": (("code_mean_abs", "test/code_mean_abs", 1.0), ("code_near_zero", "test/code_near_zero", 100.0),
                     ("code_hoyer", "test/code_hoyer", 1.0)),
 }
@@ -102,11 +104,13 @@ def experiment_of(cfg: Dict[str, Any]) -> Dict[str, Any]:
     return out
 
 
-def registry_lines(result: Dict[str, Any], recipe: Optional[str] = None) -> List[Dict[str, Any]]:
+def registry_lines(result: Dict[str, Any], recipe: Optional[str] = None,
+                   experiment: Optional[str] = None) -> List[Dict[str, Any]]:
     """The registry lines of a run folder's result.json: its experiment's main metric first, then any
-    EXTRA_METRICS, one line each."""
+    EXTRA_METRICS, one line each. `experiment` records the run under another experiment than its
+    variant (an AAE evaluated with --parzen is the `parzen` experiment)."""
     setting = experiment_of(result["config"])
-    exp = setting["experiment"]
+    exp = setting["experiment"] = experiment or setting["experiment"]
     if exp not in METRICS:
         raise ValueError(f"no registry metric for experiment '{exp}' (recordable: {', '.join(METRICS)})")
     lines = []
@@ -216,6 +220,8 @@ def main(argv=None) -> int:
     rec = sub.add_parser("record", help="append finished runs (folders holding result.json) to the registry")
     rec.add_argument("run_dirs", nargs="+")
     rec.add_argument("--recipe", help="the recipe's name in the tables (default: the run's W&B group)")
+    rec.add_argument("--experiment", choices=sorted(METRICS),
+                     help="record under this experiment instead of the run's variant (parzen: after evaluate --parzen)")
     rec.add_argument("--registry", default=str(REGISTRY))
     rec.add_argument("--commit", help="the commit the run started from, where its result.json names another "
                      "(records written before 2026-11-23 15:50 took the commit at the end of the run)")
@@ -229,7 +235,7 @@ def main(argv=None) -> int:
                 path = Path(d) / "result.json"
                 if not path.is_file():
                     raise ValueError(f"{path} not found: is the run finished?")
-                for line in registry_lines(json.loads(path.read_text()), args.recipe):
+                for line in registry_lines(json.loads(path.read_text()), args.recipe, args.experiment):
                     if args.commit:
                         line["commit"] = args.commit
                     append(line, Path(args.registry))

@@ -79,3 +79,24 @@ def test_an_autoencoder_run_records_its_reconstruction_error_and_code_sparsity(t
     del result["metrics"]["test/code_hoyer"]
     with pytest.raises(ValueError, match="test/code_hoyer"):
         results.registry_lines(result)
+
+
+def test_evaluate_parzen_adds_to_the_run_result_and_records_as_the_parzen_experiment(small_overrides, tmp_path):
+    from lightning_aae.config import load_config
+    from lightning_aae.evaluate import main as evaluate
+    from lightning_aae.training import train
+
+    train(load_config("configs/parzen.yaml", small_overrides + [
+        "trainer.max_epochs=1", "trainer.limit_train_batches=3"]), verbose=False)
+    (run,) = (tmp_path / "runs" / "aae").iterdir()
+    assert evaluate([str(run / "checkpoints" / "last.ckpt"), "--parzen", "--samples", "300"]) == 0
+    saved = json.loads((run / "result.json").read_text())["metrics"]
+    assert {"test/parzen_ll", "test/parzen_ll_stderr", "test/parzen_sigma"} <= set(saved)
+    reg = tmp_path / "r.jsonl"
+    assert results.main(["record", str(run), "--experiment", "parzen", "--registry", str(reg)]) == 0
+    lines = results.read(reg)
+    assert [l["metric"] for l in lines] == ["parzen_ll", "parzen_ll_stderr", "parzen_sigma"]
+    assert lines[0]["experiment"] == "parzen" and lines[0]["latent_dim"] == 8
+    assert lines[0]["value"] == pytest.approx(saved["test/parzen_ll"], abs=1e-4)
+    row = results.table(lines[:1]).splitlines()[-1]
+    assert row.startswith("| parzen | latent_dim 8 |") and row.endswith("| 340 ± 2 |")  # the paper's, beside ours

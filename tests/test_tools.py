@@ -96,3 +96,24 @@ def test_parzen_prefers_samples_like_the_data():
     # one sample, one point: the log-density of a single Gaussian
     one = parzen_log_likelihood(torch.zeros(1, 2), torch.zeros(1, 2), 1.0)
     assert one.item() == pytest.approx(-np.log(2 * np.pi))
+
+
+def test_parzen_sigma_is_chosen_on_validation_images_never_on_test_images():
+    from lightning_aae.parzen import evaluate_parzen
+
+    g = torch.Generator().manual_seed(0)
+    samples = torch.rand(300, 20, generator=g)
+
+    class Generator:  # stands in for a trained model: always the same samples
+        def sample(self, n, generator=None):
+            return samples[:n]
+
+    val = samples[:100] + 0.02 * torch.randn(100, 20, generator=g)  # close to the samples: small sigma wins
+    test = torch.rand(100, 20, generator=g)  # far from them: a large sigma would score better
+    grid = (0.01, 0.02, 0.05, 0.1, 0.2, 0.4)
+    result = evaluate_parzen(Generator(), val, test, n_samples=300, sigmas=grid, n_val=100)
+    on_val, _ = choose_sigma(val, samples, grid)
+    on_test, _ = choose_sigma(test, samples, grid)
+    assert on_val != on_test
+    assert result["parzen_sigma"] == on_val
+    assert result["parzen_ll"] == pytest.approx(parzen_log_likelihood(test, samples, on_val).mean().item())
