@@ -74,8 +74,11 @@ def test_an_autoencoder_run_records_its_reconstruction_error_and_code_sparsity(t
     lines = results.registry_lines(result, recipe="family-plain")
     assert [(l["metric"], l["value"]) for l in lines] == [
         ("recon_loss", 0.012346), ("code_mean_abs", 0.5), ("code_near_zero", 25.0), ("code_hoyer", 0.4)]
-    text = results.table(lines)
-    assert "| recon_loss | 0.01235 |" in text and "| code_near_zero (%) | 25.00 |" in text
+    second = results.registry_lines({**result, "config": {**result["config"], "seed": 1},
+                                     "metrics": {**result["metrics"], "test/recon_loss": 0.0143456}}, recipe="family-plain")
+    assert "family-plain" not in results.table(lines + second)  # the family has its own table
+    (row,) = [l for l in results.family_table(lines + second).splitlines() if "family-plain" in l]
+    assert row == "| family-plain | 70 | 0.01335 ± 0.001414 | 0.5 ± 0 | 25.00 ± 0.00 | 0.4 ± 0 | 0, 1 |"
     del result["metrics"]["test/code_hoyer"]
     with pytest.raises(ValueError, match="test/code_hoyer"):
         results.registry_lines(result)
