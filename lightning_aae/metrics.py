@@ -123,8 +123,10 @@ def hoyer_sparsity(code: torch.Tensor) -> torch.Tensor:
     n = code.shape[1]
     if n < 2:
         return torch.zeros(len(code), device=code.device)
-    ratio = code.abs().sum(1) / code.norm(dim=1).clamp_min(1e-12)
-    return (n ** 0.5 - ratio) / (n ** 0.5 - 1)
+    norm = code.norm(dim=1)
+    ratio = code.abs().sum(1) / norm.clamp_min(1e-12)
+    # an all-zero row has no active unit: counted as fully sparse (1), not as the formula's sqrt(n)/(sqrt(n)-1)
+    return torch.where(norm > 0, (n ** 0.5 - ratio) / (n ** 0.5 - 1), torch.ones_like(norm))
 
 
 class ReconstructionMetrics(EvalBundle):

@@ -294,3 +294,11 @@ def test_compare_draws_a_row_per_model_and_the_corrupted_inputs_of_a_denoiser(tm
     assert all(images.shape == (6, 28, 28) for _, images in rows)
     assert abs((rows[2][1] == 0).mean() - 0.5) < 0.15  # half the pixels masked, as in training
     assert main(["plain=" + str(tmp_path / "missing.ckpt"), "--out", str(tmp_path / "x.png")]) == 2
+
+
+def test_hoyer_sparsity_stays_between_zero_and_one():
+    from lightning_aae.metrics import hoyer_sparsity
+
+    rows = torch.tensor([[1.0, 1.0, 1.0, 1.0], [0.0, 0.0, 3.0, 0.0], [0.0, 0.0, 0.0, 0.0], [2.0, -2.0, 0.0, 0.0]])
+    assert hoyer_sparsity(rows).tolist() == pytest.approx([0.0, 1.0, 1.0, (2 - 2 ** 0.5) / 1])
+    assert torch.equal(hoyer_sparsity(rows * 7), hoyer_sparsity(rows))  # blind to the code's scale
