@@ -133,11 +133,15 @@ def registry_line(result: Dict[str, Any], recipe: Optional[str] = None) -> Dict[
     return registry_lines(result, recipe)[0]
 
 
-def append(line: Dict[str, Any], registry: Path = REGISTRY) -> None:
-    missing = [k for k in REQUIRED if line.get(k) is None]
-    if missing:
-        raise ValueError(f"registry line lacks {', '.join(missing)}")
-    append_line_atomic(registry, json.dumps(line, sort_keys=True))  # a failed write keeps the earlier lines
+def append(line: Dict[str, Any] | List[Dict[str, Any]], registry: Path = REGISTRY) -> None:
+    """Append a line, or a run's lines all at once (all or none: a run is never half recorded)."""
+    lines = [line] if isinstance(line, dict) else list(line)
+    for one in lines:
+        missing = [k for k in REQUIRED if one.get(k) is None]
+        if missing:
+            raise ValueError(f"registry line lacks {', '.join(missing)}")
+    # a failed write keeps the earlier lines
+    append_line_atomic(registry, [json.dumps(one, sort_keys=True) for one in lines])
 
 
 def read(registry: Path = REGISTRY) -> List[Dict[str, Any]]:
@@ -268,10 +272,11 @@ def main(argv=None) -> int:
                 path = Path(d) / "result.json"
                 if not path.is_file():
                     raise ValueError(f"{path} not found: is the run finished?")
-                for line in registry_lines(json.loads(path.read_text()), args.recipe, args.experiment):
-                    if args.commit:
-                        line["commit"] = args.commit
-                    append(line, Path(args.registry))
+                lines = registry_lines(json.loads(path.read_text()), args.recipe, args.experiment)
+                for line in lines:
+                    line.update({"commit": args.commit} if args.commit else {})
+                append(lines, Path(args.registry))  # the run's lines together, before anything is printed
+                for line in lines:
                     print(f"recorded {line['experiment']} seed {line['seed']}: {line['metric']} = {line['value']}")
         else:
             rows = read(Path(args.registry))

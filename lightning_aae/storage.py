@@ -53,12 +53,15 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     write_atomic(path, lambda f: f.write(text.encode()))
 
 
-def append_line_atomic(path: str | os.PathLike, line: str) -> None:
-    """Append one line by rewriting the file atomically: a failure leaves the earlier lines as they were."""
+def append_line_atomic(path: str | os.PathLike, line: str | list) -> None:
+    """Append one line (or several, all or none) by rewriting the file atomically: a failure leaves the
+    earlier lines as they were."""
+    lines = [line] if isinstance(line, str) else list(line)
     old = Path(path).read_bytes() if Path(path).is_file() else b""
     if old and not old.endswith(b"\n"):
         old += b"\n"
-    write_atomic(path, lambda f: f.write(old + line.rstrip("\n").encode() + b"\n"))
+    new = b"".join(text.rstrip("\n").encode() + b"\n" for text in lines)
+    write_atomic(path, lambda f: f.write(old + new))
 
 
 def check_writable(folder: str | os.PathLike, what: str) -> None:

@@ -103,3 +103,16 @@ def test_evaluate_parzen_adds_to_the_run_result_and_records_as_the_parzen_experi
     assert lines[0]["value"] == pytest.approx(saved["test/parzen_ll"], abs=1e-4)
     row = results.table(lines[:1]).splitlines()[-1]
     assert row.startswith("| parzen | latent_dim 8 |") and row.endswith("| 340 ± 2 |")  # the paper's, beside ours
+
+
+def test_a_run_is_recorded_whole_or_not_at_all(tmp_path):
+    reg = tmp_path / "r.jsonl"
+    lines = results.registry_lines({**_result(0, 0.0), "config": {**_result(0, 0.0)["config"], "model": {
+        "variant": "autoencoder", "latent_dim": 32}}, "metrics": {"test/recon_loss": 0.01, "test/code_mean_abs": 0.5,
+        "test/code_near_zero": 0.2, "test/code_hoyer": 0.3}})
+    broken = [*lines[:3], {**lines[3], "commit": None}]
+    with pytest.raises(ValueError, match="commit"):
+        results.append(broken, reg)
+    assert not reg.exists()
+    results.append(lines, reg)
+    assert [l["metric"] for l in results.read(reg)] == ["recon_loss", "code_mean_abs", "code_near_zero", "code_hoyer"]
