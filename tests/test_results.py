@@ -116,3 +116,14 @@ def test_a_run_is_recorded_whole_or_not_at_all(tmp_path):
     assert not reg.exists()
     results.append(lines, reg)
     assert [l["metric"] for l in results.read(reg)] == ["recon_loss", "code_mean_abs", "code_near_zero", "code_hoyer"]
+
+
+def test_the_committed_tables_are_the_ones_the_committed_registry_generates():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    rows = results.read(root / "docs" / "results.jsonl")
+    text = (root / "docs" / "results.md").read_text()
+    assert f"{results.BEGIN}\n{results.table(rows)}\n{results.END}" in text
+    assert f"{results.FAMILY_BEGIN}\n{results.family_table(rows)}\n{results.FAMILY_END}" in text
+    assert all(all(r.get(k) is not None for k in results.REQUIRED) for r in rows)
