@@ -169,9 +169,8 @@ class ReconstructionFigure(FigureCallback):
         n = self.n
         originals, labels = x[: 2 * n], y[: 2 * n]
         if module.corrupts():  # a denoising run: originals, the corrupted inputs, what it made of them
-            noisy = module.corrupt(originals, generator=torch.Generator().manual_seed(self.seed))
-            recon = module.reconstruct(noisy, labels)
-            rows = torch.cat([originals[:n], noisy[:n].clamp(0, 1), recon[:n]])
+            noisy, recon = module.corrupted_view(originals, self.seed, labels)
+            rows = torch.cat([originals[:n], noisy[:n], recon[:n]])
             caption = "originals, corrupted inputs (as in training), reconstructions of those"
         else:
             recon = module.reconstruct(originals, labels)

@@ -27,8 +27,8 @@ def comparison_rows(models: List[Tuple[str, object]], x: torch.Tensor, seed: int
     with torch.no_grad():
         for name, module in models:
             if module.corrupts():
-                noisy = module.corrupt(x, generator=torch.Generator().manual_seed(seed))
-                rows += [(f"{name}: input", noisy.clamp(0, 1)), (name, module.reconstruct(noisy))]
+                noisy, recon = module.corrupted_view(x, seed)
+                rows += [(f"{name}: input", noisy), (name, recon)]
             else:
                 rows.append((name, module.reconstruct(x)))
     return [(label, images.detach().cpu().reshape(-1, 28, 28).numpy()) for label, images in rows]

@@ -45,8 +45,9 @@ def per_image_errors(module, x, chunk: int = 1000):
 
 
 def write_error_report(csv_path: str | Path, errors, labels, class_names, title: str) -> Path:
-    """errors.csv (index, label, error; test-set order) and, beside it, a PNG histogram per class group
-    with the 99th percentile marked. Both written atomically. Returns the PNG's path."""
+    """errors.csv (index, label, error; test-set order) and, beside it, a PNG histogram of the errors
+    with the 99th percentile marked and the classes most often above it. Both written atomically.
+    Returns the PNG's path."""
     import io
 
     import matplotlib

@@ -5,6 +5,12 @@ import torch
 import torch.nn.functional as F
 
 
+def _pixel_losses(logits: torch.Tensor, x: torch.Tensor, kind: str) -> torch.Tensor:
+    if kind not in RECONSTRUCTION_LOSSES:
+        raise ValueError(f"unknown reconstruction loss '{kind}'; valid: {', '.join(RECONSTRUCTION_LOSSES)}")
+    return RECONSTRUCTION_LOSSES[kind](logits, x.flatten(1))
+
+
 def reconstruction_loss(logits: torch.Tensor, x: torch.Tensor, kind: str = "mse") -> torch.Tensor:
     """Mean per-pixel error between the decoder's logits and images in [0, 1].
 
@@ -12,27 +18,23 @@ def reconstruction_loss(logits: torch.Tensor, x: torch.Tensor, kind: str = "mse"
     from logits for numerical stability; mse_linear compares the decoder's output as it is (the
     linear autoencoder, whose optimum is PCA).
     """
-    if kind not in RECONSTRUCTION_LOSSES:
-        raise ValueError(f"unknown reconstruction loss '{kind}'; valid: {', '.join(RECONSTRUCTION_LOSSES)}")
-    return RECONSTRUCTION_LOSSES[kind](logits, x.flatten(1))
-
-
-RECONSTRUCTION_LOSSES = {
-    "mse": lambda logits, x: F.mse_loss(torch.sigmoid(logits), x),
-    "bce": lambda logits, x: F.binary_cross_entropy_with_logits(logits, x),
-    "mse_linear": lambda logits, x: F.mse_loss(logits, x),
-}
-# how each loss reads the decoder's output as an image in [0, 1]
-IMAGE_MAPS = {"mse": torch.sigmoid, "bce": torch.sigmoid, "mse_linear": lambda out: out.clamp(0.0, 1.0)}
+    return _pixel_losses(logits, x, kind).mean()
 
 
 def per_image_reconstruction_error(logits: torch.Tensor, x: torch.Tensor, kind: str = "mse") -> torch.Tensor:
     """The reconstruction loss of each image on its own, [B] (anomaly scores: the mean of them is
     `reconstruction_loss`)."""
-    x = x.flatten(1)
-    if kind == "bce":
-        return F.binary_cross_entropy_with_logits(logits, x, reduction="none").mean(1)
-    return (IMAGE_MAPS[kind](logits) if kind == "mse" else logits).sub(x).pow(2).mean(1)
+    return _pixel_losses(logits, x, kind).mean(1)
+
+
+# the loss of every pixel, [B, 784]; the reductions above make the batch's and each image's loss
+RECONSTRUCTION_LOSSES = {
+    "mse": lambda logits, x: (torch.sigmoid(logits) - x).pow(2),
+    "bce": lambda logits, x: F.binary_cross_entropy_with_logits(logits, x, reduction="none"),
+    "mse_linear": lambda logits, x: (logits - x).pow(2),
+}
+# how each loss reads the decoder's output as an image in [0, 1]
+IMAGE_MAPS = {"mse": torch.sigmoid, "bce": torch.sigmoid, "mse_linear": lambda out: out.clamp(0.0, 1.0)}
 
 
 SPARSITY_REDUCTIONS = ("sum", "mean")  # model.sparsity_reduce: over code units

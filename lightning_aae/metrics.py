@@ -147,8 +147,9 @@ class ReconstructionMetrics(EvalBundle):
         self.recon.update(reconstruction_loss(out["logits"], x, self.recon_kind), weight=x.shape[0])
         code = out["code"].detach()
         self.codes.update(code)
-        self.mean_abs.update(code.abs().mean(), weight=code.numel())
-        self.near_zero.update((code.abs() < NEAR_ZERO).float().mean(), weight=code.numel())
+        size = code.abs()
+        self.mean_abs.update(size.mean(), weight=code.numel())
+        self.near_zero.update((size < NEAR_ZERO).float().mean(), weight=code.numel())
         self.hoyer.update(hoyer_sparsity(code).mean(), weight=code.shape[0])
 
     def compute(self, module, stage):

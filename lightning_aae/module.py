@@ -158,6 +158,12 @@ class AutoencoderModule(CodeInterface, L.LightningModule):
         m = self.model_cfg
         return bool(m["input_dropout"] or m["input_mask"] or m["input_noise"])
 
+    def corrupted_view(self, x: torch.Tensor, seed: int, labels: Optional[torch.Tensor] = None):
+        """For figures: x corrupted as in training but from a seeded generator (clamped to [0, 1] to
+        be shown), and the reconstruction of the corrupted input."""
+        noisy = self.corrupt(x, generator=torch.Generator().manual_seed(seed))
+        return noisy.clamp(0, 1), self.reconstruct(noisy, labels)
+
     def training_forward(self, x: torch.Tensor, y: torch.Tensor) -> Dict[str, torch.Tensor]:
         """The reconstruction phase's pass; y is the digit (-1 where hidden), used only by decoders that take it."""
         return self(x, y)

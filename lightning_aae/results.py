@@ -176,9 +176,10 @@ def _number_format(value: float) -> str:
     return ".2f" if abs(value) >= 1 or value == 0 else ".4g"
 
 
-def _spread(values: List[float], scale_from: Optional[float] = None) -> str:
+def _spread(values: List[float]) -> str:
+    """mean ± sample std, or the mean alone for one value (one seed claims no spread)."""
     mean, std = mean_std(values)
-    fmt = _number_format(mean if scale_from is None else scale_from)
+    fmt = _number_format(mean)
     return f"{mean:{fmt}} ± {std:{fmt}}" if len(values) > 1 else f"{mean:{fmt}}"
 
 
@@ -209,13 +210,12 @@ def table(rows: List[Dict[str, Any]]) -> str:
     lines = ["| experiment | size | recipe | epochs | metric | mean ± std | seeds | per seed | paper |",
              "|---|---|---|---|---|---|---|---|---|"]
     for (exp, size_key, size, recipe, epochs, metric), runs in sorted(groups.items(), key=lambda kv: str(kv[0])):
-        mean, std = mean_std(r["value"] for r in runs)
-        fmt = _number_format(mean)
-        spread = f"{mean:{fmt}} ± {std:{fmt}}" if len(runs) > 1 else f"{mean:{fmt}}"
+        values = [r["value"] for r in runs]
+        fmt = _number_format(mean_std(values)[0])
         per_seed = ", ".join(f"{r['seed']}: {r['value']:{fmt}}" for r in sorted(runs, key=lambda r: r["seed"]))
         unit = metric in PERCENT
         lines.append(f"| {exp} | {size_key} {size} | {recipe} | {epochs} | {metric}{' (%)' if unit else ''} | "
-                     f"{spread} | {len(runs)} | {per_seed} | {PAPER.get((exp, size_key, size), '')} |")
+                     f"{_spread(values)} | {len(runs)} | {per_seed} | {PAPER.get((exp, size_key, size), '')} |")
     return "\n".join(lines)
 
 
