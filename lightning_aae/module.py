@@ -105,34 +105,10 @@ class CodeInterface:
         return self.decode(self.sample_prior(n, generator), labels)
 
 
-class AutoencoderModule(CodeInterface, L.LightningModule):
-    """The LightningModule of every variant: networks, hyperparameters (the run config among them),
-    the hooks the schedule calls, and Lightning's hooks, which hand batches to the stepper and to
-    the variant's metric bundles."""
+class InputCorruption:
+    """The training-time corruption of the encoder's input (the `corrupt` hook of the schedule) and
+    its seeded view for figures. Needs `model_cfg` and `reconstruct`."""
 
-    variant = "autoencoder"  # set by the registry in variants.py
-
-    def __init__(self, model: Dict[str, Any], optim: Dict[str, Any], run_config: Optional[Dict[str, Any]] = None,
-                 **legacy: Any):  # checkpoints before 2026-11-23 also carry log_every_n_steps
-        super().__init__()
-        model, optim = {**model_defaults(), **plain(model)}, plain(optim)
-        run_config = plain(run_config) if run_config is not None else None
-        self.save_hyperparameters({"variant": self.variant, "model": model, "optim": optim, "run_config": run_config})
-        self.automatic_optimization = False
-        self.model_cfg, self.optim_cfg = model, optim
-        self.latent_dim = model["latent_dim"]
-        self.prior = make_prior(model["prior"], self.latent_dim, model["prior_std"])
-        self.encoder = build_encoder(model, self.encoder_out_dim())
-        self.decoder = build_decoder(model, self.decoder_in_dim())
-        self.discriminators = nn.ModuleDict({
-            name: MLPDiscriminator(dim, model["disc_hidden_dims"], model["dropout"])
-            for name, dim in self.discriminator_dims().items()})
-        self.eval_metrics = nn.ModuleDict({stage: nn.ModuleList(self.metric_bundles(stage)) for stage in ("val", "test")})
-        self.running = RunningMeans()
-        self.stepper = None  # built with the optimizers
-        self.constrain("init")
-
-    # ---- hooks of the schedule --------------------------------------------------------------
     def corrupt(self, x: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
         """The encoder's training input (x itself when no corruption is set), in this order:
         model.input_dropout (pixels zeroed with that probability, the rest scaled by 1/(1-p), as a
@@ -164,6 +140,35 @@ class AutoencoderModule(CodeInterface, L.LightningModule):
         noisy = self.corrupt(x, generator=torch.Generator().manual_seed(seed))
         return noisy.clamp(0, 1), self.reconstruct(noisy, labels)
 
+
+class AutoencoderModule(CodeInterface, InputCorruption, L.LightningModule):
+    """The LightningModule of every variant: networks, hyperparameters (the run config among them),
+    the hooks the schedule calls, and Lightning's hooks, which hand batches to the stepper and to
+    the variant's metric bundles."""
+
+    variant = "autoencoder"  # set by the registry in variants.py
+
+    def __init__(self, model: Dict[str, Any], optim: Dict[str, Any], run_config: Optional[Dict[str, Any]] = None,
+                 **legacy: Any):  # checkpoints before 2026-11-23 also carry log_every_n_steps
+        super().__init__()
+        model, optim = {**model_defaults(), **plain(model)}, plain(optim)
+        run_config = plain(run_config) if run_config is not None else None
+        self.save_hyperparameters({"variant": self.variant, "model": model, "optim": optim, "run_config": run_config})
+        self.automatic_optimization = False
+        self.model_cfg, self.optim_cfg = model, optim
+        self.latent_dim = model["latent_dim"]
+        self.prior = make_prior(model["prior"], self.latent_dim, model["prior_std"])
+        self.encoder = build_encoder(model, self.encoder_out_dim())
+        self.decoder = build_decoder(model, self.decoder_in_dim())
+        self.discriminators = nn.ModuleDict({
+            name: MLPDiscriminator(dim, model["disc_hidden_dims"], model["dropout"])
+            for name, dim in self.discriminator_dims().items()})
+        self.eval_metrics = nn.ModuleDict({stage: nn.ModuleList(self.metric_bundles(stage)) for stage in ("val", "test")})
+        self.running = RunningMeans()
+        self.stepper = None  # built with the optimizers
+        self.constrain("init")
+
+    # ---- hooks of the schedule (and `corrupt`, from InputCorruption) -------------------------
     def training_forward(self, x: torch.Tensor, y: torch.Tensor) -> Dict[str, torch.Tensor]:
         """The reconstruction phase's pass; y is the digit (-1 where hidden), used only by decoders that take it."""
         return self(x, y)
