@@ -18,6 +18,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from lightning.pytorch.callbacks import Callback  # noqa: E402
 
+from lightning_aae.components import pixel_filters  # noqa: E402
 from lightning_aae.metrics import assign_clusters_by_max_posterior  # noqa: E402
 
 from .publish import figure_to_array, image_grid, publish_image, publish_wandb  # noqa: E402
@@ -263,6 +264,27 @@ class StyleGridFigure(FigureCallback):
                      f"{self.moment(trainer, stage)}: left, a digit; right, its style with each category")
 
 
+class FiltersFigure(FigureCallback):
+    """The encoder's first-layer input weights as images, one per unit (the first `n_filters`), each
+    scaled to its own range: strokes and parts for sparse and nonnegative models. MLP and linear
+    encoders only (the layer must read the flat image)."""
+
+    def __init__(self, *args, n_filters: int = 64, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.n = n_filters
+
+    def applies(self, module):
+        return pixel_filters(module.encoder) is not None
+
+    def draw(self, trainer, module, x, y, stage):
+        w = pixel_filters(module.encoder)[: self.n].detach().float()
+        low, high = w.min(1, keepdim=True).values, w.max(1, keepdim=True).values
+        scaled = (w - low) / (high - low).clamp_min(1e-12)
+        self.publish(trainer, f"{stage}/filters", image_grid(_images(scaled), 8),
+                     f"{self.moment(trainer, stage)}: input weights of the first {len(w)} encoder units, "
+                     "each scaled to its own range (white = its largest)")
+
+
 class ClassificationFigure(FigureCallback):
     """Confusion matrix (classifier variants) or clusters against digits (clustering)."""
 
@@ -362,6 +384,7 @@ FIGURES = {
     "manifold": ManifoldFigure,
     "style_grid": StyleGridFigure,
     "classification": ClassificationFigure,
+    "filters": FiltersFigure,
     "accuracy_curve": AccuracyCurveFigure,
     "training_health": TrainingHealthFigure,
 }

@@ -52,6 +52,13 @@ def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, dropout: float = 0.0, 
     return nn.Sequential(*layers)
 
 
+def pixel_filters(net: nn.Module) -> Optional[torch.Tensor]:
+    """The weights of `net`'s first layer, [units, 784], when that layer is a Linear reading the flat
+    image (arch mlp or linear): what each unit looks for. None where it reads otherwise (conv, rnn)."""
+    first = next((m for m in net.modules() if next(m.parameters(recurse=False), None) is not None), None)
+    return first.weight if isinstance(first, nn.Linear) and first.in_features == IMAGE_DIM else None
+
+
 class MLPEncoder(nn.Module):
     """q(z|x): a flattened image [B, 784] to a deterministic code [B, latent_dim]."""
 

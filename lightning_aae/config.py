@@ -177,7 +177,7 @@ class FiguresConfig:
     projection: str = "pca"
     tsne_points: int = 2000
     # figures drawn where they apply to the variant: reconstructions, prior_samples, latent_scatter,
-    # manifold, style_grid, classification, accuracy_curve, training_health
+    # manifold, style_grid, classification, filters, accuracy_curve, training_health
     kinds: List[str] = field(default_factory=lambda: list(_registries()["callbacks.figures.kinds"]))
 
 

@@ -45,11 +45,12 @@ def small(config):
 
 
 @pytest.mark.parametrize("config, expected", [
-    ("aae", {"reconstructions", "prior_samples", "latent_scatter", "latent_manifold"}),
-    ("autoencoder", {"reconstructions", "prior_samples", "latent_scatter", "latent_manifold"}),
-    ("supervised", {"reconstructions", "prior_samples", "latent_scatter", "style_grid"}),
-    ("semi_supervised", {"reconstructions", "prior_samples", "latent_scatter", "style_grid", "confusion_matrix"}),
-    ("clustering", {"reconstructions", "prior_samples", "latent_scatter", "style_grid", "clusters"}),
+    ("aae", {"reconstructions", "prior_samples", "latent_scatter", "latent_manifold", "filters"}),
+    ("autoencoder", {"reconstructions", "prior_samples", "latent_scatter", "latent_manifold", "filters"}),
+    ("supervised", {"reconstructions", "prior_samples", "latent_scatter", "style_grid", "filters"}),
+    ("semi_supervised", {"reconstructions", "prior_samples", "latent_scatter", "style_grid", "confusion_matrix",
+                         "filters"}),
+    ("clustering", {"reconstructions", "prior_samples", "latent_scatter", "style_grid", "clusters", "filters"}),
 ])
 def test_each_variant_gets_its_figures_as_png_and_on_wandb(config, expected, tmp_path):
     module, logger = small(config), RecordingWandb()

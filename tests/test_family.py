@@ -302,3 +302,31 @@ def test_hoyer_sparsity_stays_between_zero_and_one():
     rows = torch.tensor([[1.0, 1.0, 1.0, 1.0], [0.0, 0.0, 3.0, 0.0], [0.0, 0.0, 0.0, 0.0], [2.0, -2.0, 0.0, 0.0]])
     assert hoyer_sparsity(rows).tolist() == pytest.approx([0.0, 1.0, 1.0, (2 - 2 ** 0.5) / 1])
     assert torch.equal(hoyer_sparsity(rows * 7), hoyer_sparsity(rows))  # blind to the code's scale
+
+
+@pytest.mark.parametrize("config, overrides, reads_pixels", [
+    ("nonnegative", [], True), ("linear", [], True), ("autoencoder_wide", ["model.arch=conv"], False),
+    ("recurrent", ["model.hidden_dims=[8]"], False)])
+def test_the_filters_figure_shows_the_first_layers_input_weights_where_it_reads_pixels(
+        config, overrides, reads_pixels, tmp_path):
+    from types import SimpleNamespace
+
+    from callbacks.figures import FiltersFigure
+    from lightning_aae.components import pixel_filters
+
+    module = _module(config, *overrides, small=False)
+    weights = pixel_filters(module.encoder)
+    assert (weights is not None) == reads_pixels
+    cb = FiltersFigure(tmp_path, n_filters=4)
+    assert cb.applies(module) == reads_pixels
+    if not reads_pixels:
+        return
+    assert weights is next(module.encoder.parameters())
+    drawn = {}
+    cb.publish = lambda trainer, key, image, caption="": drawn.update({key: image})
+    cb.draw(SimpleNamespace(current_epoch=0), module, None, None, "val")
+    image = drawn["val/filters"]  # 4 filters of 28x28 in one row, 2-pixel padding, 0-255
+    first = image[2:30, 2:30].astype(float) / 255
+    w = weights[0].detach().reshape(28, 28).numpy()
+    expected = (w - w.min()) / (w.max() - w.min())
+    assert np.abs(first - expected).max() <= 1 / 255 + 1e-6
