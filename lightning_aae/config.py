@@ -86,6 +86,9 @@ class ModelConfig:
     # by 1/(1-p): the paper's clustering encoder)
     input_mask: float = 0.0
     input_dropout: float = 0.0
+    # semi-supervised: each labeled image shifted by a random whole number of pixels, up to this many
+    # in each direction (zero fill), every time it is drawn: augmentation of the labeled batch (ours)
+    labeled_shift: int = 0
     # code sparsity added to the reconstruction loss: l1 (weight x mean over the batch of |code|
     # summed over units) or kl (weight x KL(target || each unit's mean activation); sigmoid code)
     sparsity: str = "none"
@@ -314,6 +317,10 @@ def _check_choices(cfg: DictConfig) -> None:
     for key in ("dropout", "input_mask", "input_dropout"):
         if not 0 <= m[key] < 1:
             raise ConfigError(f"model.{key} must be in [0, 1), got {m[key]}")
+    if not 0 <= m.labeled_shift < 14:
+        raise ConfigError(f"model.labeled_shift must be a pixel count in [0, 13], got {m.labeled_shift}")
+    if m.labeled_shift and not d.labels_per_class:
+        raise ConfigError("model.labeled_shift shifts the labeled batch: it needs data.labels_per_class > 0")
     if not 0 < m.sparsity_target < 1:
         raise ConfigError(f"model.sparsity_target must be in (0, 1), got {m.sparsity_target}")
     for name in ("hidden_dims", "disc_hidden_dims"):

@@ -130,6 +130,20 @@ class InputCorruption:
             x = x + m["input_noise"] * draw(x, True)
         return x
 
+    def augment_labeled(self, x: torch.Tensor) -> torch.Tensor:
+        """The labeled batch as the classification phase sees it (before `corrupt`): each image shifted
+        by a random whole number of pixels in [-s, s] along each axis, s = model.labeled_shift, the
+        pixels shifted in being 0. x itself when s is 0."""
+        s = self.model_cfg["labeled_shift"]
+        if not s:
+            return x
+        n = len(x)
+        padded = F.pad(x.view(n, 28, 28), (s, s, s, s))
+        dy, dx = torch.randint(0, 2 * s + 1, (2, n, 1), device=x.device)
+        rows = (dy + torch.arange(28, device=x.device))[:, :, None]
+        cols = (dx + torch.arange(28, device=x.device))[:, None, :]
+        return padded[torch.arange(n, device=x.device)[:, None, None], rows, cols].reshape(n, -1)
+
     def corrupts(self) -> bool:
         m = self.model_cfg
         return bool(m["input_dropout"] or m["input_mask"] or m["input_noise"])
@@ -230,7 +244,7 @@ class AutoencoderModule(CodeInterface, InputCorruption, L.LightningModule):
         return {self._phase_of_optimizer[id(o.optimizer)]: o for o in (opts if isinstance(opts, list) else [opts])}
 
     def step_batch(self, batch) -> StepBatch:
-        return StepBatch.from_loader(batch, self.corrupt)
+        return StepBatch.from_loader(batch, self.corrupt, self.augment_labeled)
 
     def training_step(self, batch, batch_idx):
         stats = self.stepper.step(self, self.step_batch(batch), self.optimizers_by_phase())

@@ -44,13 +44,15 @@ class StepBatch:
     _pairs: Optional[Dict[str, Tuple[torch.Tensor, torch.Tensor]]] = field(default=None, repr=False)
 
     @classmethod
-    def from_loader(cls, batch, corrupt: Callable[[torch.Tensor], torch.Tensor]) -> "StepBatch":
+    def from_loader(cls, batch, corrupt: Callable[[torch.Tensor], torch.Tensor],
+                    augment_labeled: Callable[[torch.Tensor], torch.Tensor] = lambda x: x) -> "StepBatch":
         """The DataModule's batch, (x, y) or {"unlabeled": (x, y), "labeled": (x, y)}, as a step sees it:
-        every encoder pass of the step gets the corrupted input, the reconstruction target stays clean."""
+        every encoder pass of the step gets the corrupted input, the reconstruction target stays clean;
+        the labeled images are augmented first, then corrupted."""
         (x, y), labeled = (batch["unlabeled"], batch["labeled"]) if isinstance(batch, dict) else (batch, None)
         noisy = corrupt(x)
         if labeled is not None:
-            labeled = (corrupt(labeled[0]), labeled[1])
+            labeled = (corrupt(augment_labeled(labeled[0])), labeled[1])
         return cls(x=noisy, target=x, y=y, labeled=labeled)
 
     def adversary_pairs(self, model) -> Dict[str, Tuple[torch.Tensor, torch.Tensor]]:

@@ -1,4 +1,5 @@
-"""Options of the semi-supervised recipe: input noise (training only, clean target), SGD, milestones."""
+"""Options of the semi-supervised recipe: input noise (training only, clean target), the labeled
+batch's shifts, SGD, milestones."""
 import pytest
 import torch
 
@@ -48,6 +49,29 @@ def test_input_noise_is_off_in_evaluation():
     assert all(torch.equal(values[0][k], values[1][k]) for k in values[0])
 
 
+def test_labeled_shift_moves_each_labeled_image_by_at_most_s_pixels_and_leaves_the_rest_alone():
+    module = _module("model.labeled_shift=2", "model.input_noise=0").train()  # the shift alone
+    g = torch.Generator().manual_seed(0)
+    x = torch.zeros(400, 28, 28)
+    x[:, 10:18, 10:18] = torch.rand(400, 8, 8, generator=g) + 0.1  # ink well inside the frame: nothing falls off
+    y = torch.randint(0, 10, (400,), generator=g)
+    flat = x.reshape(400, -1)
+    batch = module.step_batch({"unlabeled": (flat, y), "labeled": (flat, y)})
+    assert torch.equal(batch.x, flat) and torch.equal(batch.target, flat)  # the unlabeled batch: untouched
+    shifted = batch.labeled[0].view(400, 28, 28)
+    seen = set()
+    for i in range(400):  # each image is its original translated by (dy, dx), |dy|, |dx| <= 2
+        rows, cols = torch.nonzero(shifted[i], as_tuple=True)
+        dy, dx = int(rows.min()) - 10, int(cols.min()) - 10
+        assert max(abs(dy), abs(dx)) <= 2
+        assert torch.equal(shifted[i, 10 + dy: 18 + dy, 10 + dx: 18 + dx], x[i, 10:18, 10:18])
+        assert shifted[i].sum() == pytest.approx(x[i].sum().item())
+        seen.add((dy, dx))
+    assert len(seen) == 25  # every shift in the 5 x 5 window is drawn
+    assert torch.equal(batch.labeled[1], y)
+    assert torch.equal(_module("model.input_noise=0").augment_labeled(flat), flat)  # 0: off
+
+
 @pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before")  # no training here
 def test_multistep_schedule_multiplies_the_rates_at_the_milestones_per_phase():
     module = _module("optim.scheduler=multistep", "optim.milestones=[2,4]", "optim.gamma=0.1",
@@ -74,7 +98,8 @@ def test_the_papers_sgd_recipe_is_a_config():
 @pytest.mark.parametrize("override, named", [
     ("optim.scheduler=multistep", "optim.milestones"), ("optim.milestones=[5,3]", "optim.milestones"),
     ("model.input_noise=-0.1", "model.input_noise"), ("optim.optimizer=rmsprop", "optim.optimizer"),
-    ("num_threads=0", "num_threads"),
+    ("num_threads=0", "num_threads"), ("model.labeled_shift=14", "model.labeled_shift"),
+    ("model.labeled_shift=-1", "model.labeled_shift"), ("model.labeled_shift=2", "data.labels_per_class > 0"),
 ])
 def test_bad_recipe_settings_are_named(override, named):
     with pytest.raises(ConfigError, match=named.replace(".", "\\.")):
