@@ -20,10 +20,23 @@ from .data import DataError, MNISTDataModule
 from .errors import EXIT_INPUT, EXIT_STORAGE, fail
 
 
+def run_config_of(ckpt: dict) -> dict:
+    """The training run's config as the checkpoint carries it ({} for one without)."""
+    return (ckpt.get("hyper_parameters") or {}).get("run_config") or ckpt.get("run_config") or {}
+
+
+def figure_settings(ckpt: dict) -> dict:
+    """The run's own figure settings (projection, t-SNE points, image and point counts, seed) as
+    keyword arguments of build_figure_callbacks; defaults for what the run did not set."""
+    run = run_config_of(ckpt)
+    figures = (run.get("callbacks") or {}).get("figures") or {}
+    settings = {k: figures[k] for k in ("n_images", "max_points", "projection", "tsne_points") if k in figures}
+    return {**settings, **({"seed": run["seed"]} if "seed" in run else {})}
+
+
 def datamodule_for(ckpt: dict, data_root: str | None) -> MNISTDataModule:
     """The run's own data settings (splits, seed), with the data root overridable."""
-    run_config = (ckpt.get("hyper_parameters") or {}).get("run_config") or ckpt.get("run_config") or {}
-    data = dict(run_config.get("data") or {})
+    data = dict(run_config_of(ckpt).get("data") or {})
     if data_root:
         data["root"] = data_root
     elif os.environ.get("AAE_DATA_DIR"):
@@ -98,7 +111,7 @@ def evaluate(ckpt_path: str, data_root: str | None = None, parzen: bool = False,
     if figures:
         from callbacks import FIGURES, build_figure_callbacks
 
-        callbacks = build_figure_callbacks(figures, list(FIGURES))
+        callbacks = build_figure_callbacks(figures, list(FIGURES), **figure_settings(ckpt))
     trainer = L.Trainer(accelerator="auto", devices=1, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, callbacks=callbacks,
                         plugins=[SafeCheckpointIO()])

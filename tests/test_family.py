@@ -330,3 +330,16 @@ def test_the_filters_figure_shows_the_first_layers_input_weights_where_it_reads_
     w = weights[0].detach().reshape(28, 28).numpy()
     expected = (w - w.min()) / (w.max() - w.min())
     assert np.abs(first - expected).max() <= 1 / 255 + 1e-6
+
+
+def test_evaluate_draws_its_figures_with_the_runs_own_figure_settings():
+    from callbacks import FIGURES, build_figure_callbacks
+    from lightning_aae.evaluate import figure_settings
+
+    run = {"seed": 3, "callbacks": {"figures": {"projection": "tsne", "tsne_points": 300, "n_images": 4,
+                                                "every_n_epochs": 5}}}
+    settings = figure_settings({"hyper_parameters": {"run_config": run}})
+    assert settings == {"projection": "tsne", "tsne_points": 300, "n_images": 4, "seed": 3}
+    scatter = [cb for cb in build_figure_callbacks("figs", list(FIGURES), **settings) if hasattr(cb, "projection")]
+    assert [(cb.projection, cb.tsne_points, cb.seed) for cb in scatter] == [("tsne", 300, 3)]
+    assert figure_settings({}) == {}  # a checkpoint without a run config: the defaults
