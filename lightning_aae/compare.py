@@ -10,7 +10,6 @@ data root, or --data-root / $AAE_DATA_DIR).
 from __future__ import annotations
 
 import argparse
-import io
 import sys
 from pathlib import Path
 from typing import List, Tuple
@@ -34,7 +33,7 @@ def comparison_rows(models: List[Tuple[str, object]], x: torch.Tensor, seed: int
     return [(label, images.detach().cpu().reshape(-1, 28, 28).numpy()) for label, images in rows]
 
 
-def draw(rows: List[Tuple[str, np.ndarray]], title: str = "") -> bytes:
+def draw(rows: List[Tuple[str, np.ndarray]], title: str = ""):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -52,10 +51,7 @@ def draw(rows: List[Tuple[str, np.ndarray]], title: str = "") -> bytes:
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    return fig
 
 
 def _named(spec: str) -> Tuple[str, str]:
@@ -78,7 +74,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     from .data import DataError
     from .evaluate import datamodule_for
-    from .storage import StorageError, load_checkpoint, write_atomic
+    from .storage import StorageError, load_checkpoint, write_figure
     from .variants import load_module
 
     try:
@@ -87,8 +83,7 @@ def main(argv=None) -> int:
         dm.on_device = False
         dm.setup("test")
         models = [(name, load_module(path)) for name, path in named]
-        png = draw(comparison_rows(models, dm.test.x[: args.n], args.seed), args.title)
-        write_atomic(args.out, lambda f: f.write(png))
+        write_figure(args.out, draw(comparison_rows(models, dm.test.x[: args.n], args.seed), args.title))
     except (DataError, ValueError) as exc:
         return fail(exc, EXIT_INPUT)
     except StorageError as exc:

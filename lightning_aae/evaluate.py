@@ -61,15 +61,13 @@ def write_error_report(csv_path: str | Path, errors, labels, class_names, title:
     """errors.csv (index, label, error; test-set order) and, beside it, a PNG histogram of the errors
     with the 99th percentile marked and the classes most often above it. Both written atomically.
     Returns the PNG's path."""
-    import io
-
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from .storage import write_atomic, write_text_atomic
+    from .storage import write_figure, write_text_atomic
 
     errors, labels = np.asarray(errors, dtype=np.float64), np.asarray(labels)
     rows = ["index,label,error"] + [f"{i},{int(lab)},{e:.6g}" for i, (lab, e) in enumerate(zip(labels, errors))]
@@ -88,10 +86,7 @@ def write_error_report(csv_path: str | Path, errors, labels, class_names, title:
     ax.legend()
     fig.tight_layout()
     png = csv_path.with_suffix(".png")
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    write_atomic(png, lambda f: f.write(buf.getvalue()))
+    write_figure(png, fig)
     return png
 
 

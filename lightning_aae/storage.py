@@ -53,6 +53,20 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     write_atomic(path, lambda f: f.write(text.encode()))
 
 
+def write_figure(path: str | os.PathLike, fig) -> None:
+    """A matplotlib figure as a PNG file, written atomically; the figure is closed."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    try:
+        fig.savefig(buf, format="png")
+    finally:
+        plt.close(fig)
+    write_atomic(path, lambda f: f.write(buf.getvalue()))
+
+
 def append_line_atomic(path: str | os.PathLike, line: str | list) -> None:
     """Append one line (or several, all or none) by rewriting the file atomically: a failure leaves the
     earlier lines as they were."""

@@ -117,3 +117,31 @@ def test_parzen_sigma_is_chosen_on_validation_images_never_on_test_images():
     assert on_val != on_test
     assert result["parzen_sigma"] == on_val
     assert result["parzen_ll"] == pytest.approx(parzen_log_likelihood(test, samples, on_val).mean().item())
+
+
+def test_curves_reads_the_epoch_lines_of_logs_and_draws_each_run(tmp_path, capsys):
+    from callbacks.summary import EpochSummary
+    from lightning_aae.curves import main as curves, read_curve
+
+    # the lines as EpochSummary prints them, amid a log's other output
+    summary, printed = EpochSummary(), []
+    for epoch, error in [(0, 0.2), (1, 0.1), (2, 0.15)]:
+        summary._line = (epoch, 12.5)
+        trainer = type("T", (), {"is_global_zero": True,
+                                 "callback_metrics": {"val/error": torch.tensor(error), "val/recon_loss": torch.tensor(0.02)}})
+        summary._show(trainer)
+        printed.append(capsys.readouterr().out)
+    first = tmp_path / "a.log"
+    first.write_text("wandb: offline\n" + "".join(printed[:2]) + "stopped by SIGTERM at epoch 2\n")
+    resumed = tmp_path / "a2.log"
+    resumed.write_text(printed[1].replace("0.1000", "0.0900") + printed[2])  # the resumed run redid epoch 1
+    assert read_curve([first], "val/error") == {0: 0.2, 1: 0.1}
+    assert read_curve([first, resumed], "val/error") == {0: 0.2, 1: 0.09, 2: 0.15}
+    out = tmp_path / "cmp.png"
+    assert curves([f"a={first},{resumed}", f"b={first}", "--percent", "--out", str(out)]) == 0
+    assert Image.open(out).size[0] > 100
+    assert curves([f"a={first}", "--metric", "val/cluster_error", "--out", str(tmp_path / "x.png")]) != 0
+    assert "no epoch line with val/cluster_error" in capsys.readouterr().err
+    assert curves([str(first), "--out", str(tmp_path / "y.png")]) != 0  # no NAME=
+    assert "NAME=LOG" in capsys.readouterr().err
+    assert not (tmp_path / "x.png").exists() and not (tmp_path / "y.png").exists()
