@@ -21,7 +21,8 @@ def _schedules(module):
 
 @pytest.mark.parametrize("config", ["autoencoder", "aae", "semi_supervised", "vae"])
 def test_input_noise_corrupts_the_encoder_input_in_training_and_keeps_the_target_clean(config):
-    module = _module("model.input_noise=0.5", config=config).train()
+    shift = ["model.labeled_shift=0"] if config == "semi_supervised" else []  # the noise alone
+    module = _module("model.input_noise=0.5", *shift, config=config).train()
     g = torch.Generator().manual_seed(0)
     x, y = torch.rand(500, 784, generator=g), torch.randint(0, 10, (500,), generator=g)
     batch = module.step_batch({"unlabeled": (x, y), "labeled": (x[:50], y[:50])} if config == "semi_supervised"
@@ -69,7 +70,7 @@ def test_labeled_shift_moves_each_labeled_image_by_at_most_s_pixels_and_leaves_t
         seen.add((dy, dx))
     assert len(seen) == 25  # every shift in the 5 x 5 window is drawn
     assert torch.equal(batch.labeled[1], y)
-    assert torch.equal(_module("model.input_noise=0").augment_labeled(flat), flat)  # 0: off
+    assert torch.equal(_module("model.labeled_shift=0").augment_labeled(flat), flat)  # 0: off
 
 
 @pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before")  # no training here
