@@ -215,7 +215,7 @@ def table(rows: List[Dict[str, Any]]) -> str:
         per_seed = ", ".join(f"{r['seed']}: {r['value']:{fmt}}" for r in sorted(runs, key=lambda r: r["seed"]))
         unit = metric in PERCENT
         lines.append(f"| {exp} | {size_key} {size} | {recipe} | {epochs} | {metric}{' (%)' if unit else ''} | "
-                     f"{_spread(values)} | {len(runs)} | {per_seed} | {PAPER.get((exp, size_key, size), '')} |")
+                     f"{_spread(values)} | {len(runs)} | {per_seed} | {PAPER.get((exp, size_key, size), '') if metric == METRICS[exp][0] else ''} |")
     return "\n".join(lines)
 
 
