@@ -265,24 +265,34 @@ class StyleGridFigure(FigureCallback):
 
 
 class FiltersFigure(FigureCallback):
-    """The encoder's first-layer input weights as images, one per unit (the first `n_filters`), each
-    scaled to its own range: strokes and parts for sparse and nonnegative models. MLP and linear
-    encoders only (the layer must read the flat image)."""
+    """Weights as images, each scaled to its own range, the first `n_filters` units: above, the encoder's
+    first-layer input weights (what a unit looks for); below, the decoder's last-layer output weights
+    (what a unit adds: the parts of a nonnegative model). MLP and linear networks only."""
 
-    def __init__(self, *args, n_filters: int = 64, **kwargs):
+    def __init__(self, *args, n_filters: int = 32, **kwargs):
         super().__init__(*args, **kwargs)
         self.n = n_filters
 
+    @staticmethod
+    def _weights(module):
+        sets = [("encoder input weights", pixel_filters(module.encoder)),
+                ("decoder output weights", pixel_filters(module.decoder, "output"))]
+        return [(name, w) for name, w in sets if w is not None]
+
     def applies(self, module):
-        return pixel_filters(module.encoder) is not None
+        return bool(self._weights(module))
 
     def draw(self, trainer, module, x, y, stage):
-        w = pixel_filters(module.encoder)[: self.n].detach().float()
-        low, high = w.min(1, keepdim=True).values, w.max(1, keepdim=True).values
-        scaled = (w - low) / (high - low).clamp_min(1e-12)
-        self.publish(trainer, f"{stage}/filters", image_grid(_images(scaled), 8),
-                     f"{self.moment(trainer, stage)}: input weights of the first {len(w)} encoder units, "
-                     "each scaled to its own range (white = its largest)")
+        rows, names = [], []
+        for name, w in self._weights(module):
+            w = w[: self.n].detach().float()
+            low, high = w.min(1, keepdim=True).values, w.max(1, keepdim=True).values
+            rows += [(w - low) / (high - low).clamp_min(1e-12),
+                     torch.ones(-len(w) % 8, w.shape[1], device=w.device)]  # each set starts a row
+            names.append(name)
+        self.publish(trainer, f"{stage}/filters", image_grid(_images(torch.cat(rows)), 8),
+                     f"{self.moment(trainer, stage)}: {' above, '.join(names)}{' below' if len(names) > 1 else ''}, "
+                     f"first {self.n} units, each scaled to its own range (white = its largest)")
 
 
 class ClassificationFigure(FigureCallback):

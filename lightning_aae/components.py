@@ -52,11 +52,20 @@ def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, dropout: float = 0.0, 
     return nn.Sequential(*layers)
 
 
-def pixel_filters(net: nn.Module) -> Optional[torch.Tensor]:
-    """The weights of `net`'s first layer, [units, 784], when that layer is a Linear reading the flat
-    image (arch mlp or linear): what each unit looks for. None where it reads otherwise (conv, rnn)."""
-    first = next((m for m in net.modules() if next(m.parameters(recurse=False), None) is not None), None)
-    return first.weight if isinstance(first, nn.Linear) and first.in_features == IMAGE_DIM else None
+def pixel_filters(net: nn.Module, side: str = "input") -> Optional[torch.Tensor]:
+    """Weights as images, [units, 784]: side "input", the first layer's, when it is a Linear reading the
+    flat image (what each unit looks for; an encoder); side "output", the last layer's, transposed, when
+    it is a Linear writing the flat image (what each unit adds to the image; a decoder's parts). Arch
+    mlp or linear; None where the layer is anything else (conv, rnn, batch norm after it)."""
+    layers = [m for m in net.modules() if next(m.parameters(recurse=False), None) is not None]
+    if not layers:
+        return None
+    layer = layers[0] if side == "input" else layers[-1]
+    if not isinstance(layer, nn.Linear):
+        return None
+    if side == "input":
+        return layer.weight if layer.in_features == IMAGE_DIM else None
+    return layer.weight.t() if layer.out_features == IMAGE_DIM else None
 
 
 class MLPEncoder(nn.Module):

@@ -304,32 +304,35 @@ def test_hoyer_sparsity_stays_between_zero_and_one():
     assert torch.equal(hoyer_sparsity(rows * 7), hoyer_sparsity(rows))  # blind to the code's scale
 
 
-@pytest.mark.parametrize("config, overrides, reads_pixels", [
-    ("nonnegative", [], True), ("linear", [], True), ("autoencoder_wide", ["model.arch=conv"], False),
-    ("recurrent", ["model.hidden_dims=[8]"], False)])
-def test_the_filters_figure_shows_the_first_layers_input_weights_where_it_reads_pixels(
-        config, overrides, reads_pixels, tmp_path):
+@pytest.mark.parametrize("config, overrides, pixel_layers", [
+    ("nonnegative", [], 2), ("linear", [], 2), ("autoencoder_wide", ["model.arch=conv"], 0),
+    ("recurrent", ["model.hidden_dims=[8]"], 0)])
+def test_the_filters_figure_shows_the_encoders_input_and_the_decoders_output_weights(
+        config, overrides, pixel_layers, tmp_path):
     from types import SimpleNamespace
 
     from callbacks.figures import FiltersFigure
     from lightning_aae.components import pixel_filters
 
     module = _module(config, *overrides, small=False)
-    weights = pixel_filters(module.encoder)
-    assert (weights is not None) == reads_pixels
+    into, out_of = pixel_filters(module.encoder), pixel_filters(module.decoder, "output")
+    assert (into is not None) + (out_of is not None) == pixel_layers
     cb = FiltersFigure(tmp_path, n_filters=4)
-    assert cb.applies(module) == reads_pixels
-    if not reads_pixels:
+    assert cb.applies(module) == bool(pixel_layers)
+    if not pixel_layers:
         return
-    assert weights is next(module.encoder.parameters())
+    assert into is next(module.encoder.parameters())
+    assert torch.equal(out_of, list(module.decoder.parameters())[-2].t())  # the last Linear's weight, [units, 784]
     drawn = {}
     cb.publish = lambda trainer, key, image, caption="": drawn.update({key: image})
     cb.draw(SimpleNamespace(current_epoch=0), module, None, None, "val")
-    image = drawn["val/filters"]  # 4 filters of 28x28 in one row, 2-pixel padding, 0-255
-    first = image[2:30, 2:30].astype(float) / 255
-    w = weights[0].detach().reshape(28, 28).numpy()
-    expected = (w - w.min()) / (w.max() - w.min())
-    assert np.abs(first - expected).max() <= 1 / 255 + 1e-6
+    image = drawn["val/filters"]  # 8 per row, 28x28 each, 2-pixel padding, 0-255; each set starts a row
+    assert image.shape == (2 * 30 + 2, 8 * 30 + 2)
+    for row, w in enumerate((into, out_of)):
+        first = image[2 + 30 * row: 30 + 30 * row, 2:30].astype(float) / 255
+        w = w[0].detach().reshape(28, 28).numpy()
+        expected = (w - w.min()) / (w.max() - w.min())
+        assert np.abs(first - expected).max() <= 1 / 255 + 1e-6
 
 
 def test_evaluate_draws_its_figures_with_the_runs_own_figure_settings():
