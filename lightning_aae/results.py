@@ -172,8 +172,11 @@ def _size(row: Dict[str, Any]) -> tuple:
 
 
 def _number_format(value: float) -> str:
-    """Two decimals for percents and log-likelihoods; four significant digits below 1 (MSE, mean |code|)."""
-    return ".2f" if abs(value) >= 1 or value == 0 else ".4g"
+    """Two decimals for percents and log-likelihoods; four significant digits below 1 (MSE, mean |code|),
+    as fixed decimals so a spread beside it shows to the same place."""
+    if abs(value) >= 1 or value == 0:
+        return ".2f"
+    return f".{3 - math.floor(math.log10(abs(value)))}f"
 
 
 def _spread(values: List[float]) -> str:

@@ -78,7 +78,7 @@ def test_an_autoencoder_run_records_its_reconstruction_error_and_code_sparsity(t
                                      "metrics": {**result["metrics"], "test/recon_loss": 0.0143456}}, recipe="family-plain")
     assert "family-plain" not in results.table(lines + second)  # the family has its own table
     (row,) = [l for l in results.family_table(lines + second).splitlines() if "family-plain" in l]
-    assert row == "| family-plain | 70 | 0.01335 ± 0.001414 | 0.5 ± 0 | 25.00 ± 0.00 | 0.4 ± 0 | 0, 1 |"
+    assert row == "| family-plain | 70 | 0.01335 ± 0.00141 | 0.5000 ± 0.0000 | 25.00 ± 0.00 | 0.4000 ± 0.0000 | 0, 1 |"
     del result["metrics"]["test/code_hoyer"]
     with pytest.raises(ValueError, match="test/code_hoyer"):
         results.registry_lines(result)
