@@ -75,6 +75,13 @@ def assign_clusters_by_max_posterior(probs: torch.Tensor, labels: torch.Tensor) 
     return labels[probs.argmax(0)]
 
 
+def assign_clusters_by_majority(counts: torch.Tensor) -> torch.Tensor:
+    """Each cluster takes the most common digit among its (validation) images: not the paper's rule,
+    a diagnostic beside it. Its error is what impure clusters alone cost; the gap up to the paper's
+    cluster error is what naming a cluster after one image costs. Empty clusters get digit 0."""
+    return counts.argmax(1)
+
+
 class MaxPosteriorRule(Metric):
     """The paper's cluster rule, streaming: for each cluster, the digit of the image with the highest
     q(y = cluster | x) seen so far. One pass, alongside the other metrics; exact under DDP (each
@@ -188,7 +195,8 @@ class AccuracyMetrics(EvalBundle):
 class ClusterMetrics(EvalBundle):
     """Cluster error by the paper's rule and Hungarian accuracy. On validation the rule's assignment
     is learned in the same pass and kept as `module.cluster_assignment` (saved with checkpoints);
-    the test stage scores with it, so clusters are never named from test images."""
+    the test stage scores with it, so clusters are never named from test images. Beside it,
+    `cluster_error_majority`: clusters named by their validation images' most common digit."""
 
     def __init__(self, n_clusters: int, learn_assignment: bool, n_classes: int = 10):
         super().__init__()
@@ -201,12 +209,17 @@ class ClusterMetrics(EvalBundle):
             self.rule.update(out["probs"], y)
 
     def compute(self, module, stage):
+        counts = self.counts.compute()
         if self.rule is not None:
             module.cluster_assignment = self.rule.compute()
-        counts = self.counts.compute()
-        return {f"{stage}/cluster_error": cluster_error(counts, module.cluster_assignment).float(),
-                f"{stage}/hungarian_accuracy": torch.tensor(hungarian_accuracy(counts), device=counts.device),
-                f"{stage}/clusters_used": (counts.sum(1) > 0).sum().float()}
+            module.cluster_assignment_majority = assign_clusters_by_majority(counts)
+        values = {f"{stage}/cluster_error": cluster_error(counts, module.cluster_assignment).float(),
+                  f"{stage}/hungarian_accuracy": torch.tensor(hungarian_accuracy(counts), device=counts.device),
+                  f"{stage}/clusters_used": (counts.sum(1) > 0).sum().float()}
+        majority = getattr(module, "cluster_assignment_majority", None)
+        if majority is not None:
+            values[f"{stage}/cluster_error_majority"] = cluster_error(counts, majority).float()
+        return values
 
 
 def compute_all(bundles, module, stage: str) -> dict:

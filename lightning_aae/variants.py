@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .metrics import (AccuracyMetrics, ClusterMetrics, EvalBundle, ReconstructionMetrics,
-                      assign_clusters_by_max_posterior)
+from .metrics import (AccuracyMetrics, ClusterCounts, ClusterMetrics, EvalBundle, ReconstructionMetrics,
+                      assign_clusters_by_majority, assign_clusters_by_max_posterior)
 from .module import AutoencoderModule, one_hot
 from .priors import N_PARTS
 
@@ -178,20 +178,30 @@ class _Clusters:
     def n_categories(self) -> int:
         return self.model_cfg["n_clusters"]
 
+    cluster_assignment_majority = None
+    ASSIGNMENTS = ("cluster_assignment", "cluster_assignment_majority")
+
     def on_save_checkpoint(self, checkpoint):
-        if self.cluster_assignment is not None:
-            checkpoint["cluster_assignment"] = self.cluster_assignment.cpu()
+        for key in self.ASSIGNMENTS:
+            if getattr(self, key) is not None:
+                checkpoint[key] = getattr(self, key).cpu()
 
     def on_load_checkpoint(self, checkpoint):
-        if "cluster_assignment" in checkpoint:
-            self.cluster_assignment = checkpoint["cluster_assignment"].to(self.device)
+        for key in self.ASSIGNMENTS:
+            if key in checkpoint:
+                setattr(self, key, checkpoint[key].to(self.device))
 
     def on_test_epoch_start(self):
-        if self.cluster_assignment is None:  # a checkpoint from before the assignment was saved
+        if self.cluster_assignment is None or self.cluster_assignment_majority is None:
+            # a checkpoint from before the assignments were saved: learn them from validation now
             val = self.trainer.datamodule.val
             with torch.no_grad():
                 probs = torch.cat([self.classify(val.x[i: i + 2000]) for i in range(0, len(val.x), 2000)])
-            self.cluster_assignment = assign_clusters_by_max_posterior(probs, val.y)
+            if self.cluster_assignment is None:
+                self.cluster_assignment = assign_clusters_by_max_posterior(probs, val.y)
+            counts = ClusterCounts(self.n_categories)
+            counts.update(probs.argmax(1).cpu(), val.y.cpu())
+            self.cluster_assignment_majority = assign_clusters_by_majority(counts.compute()).to(probs.device)
 
 
 @register("clustering")

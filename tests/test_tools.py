@@ -52,9 +52,16 @@ def test_evaluate_scores_a_clustering_checkpoint_by_the_papers_rule(tmp_path, da
     (best,) = (tmp_path / "clustering" / "clu" / "checkpoints").glob("epoch*.ckpt")
     again = evaluate(str(best), str(data_root), figures=str(tmp_path / "eval-figures"))
     assert again["test/n_images"] == 10000
-    for key in ("test/cluster_error", "test/hungarian_accuracy", "test/clusters_used"):
+    for key in ("test/cluster_error", "test/cluster_error_majority", "test/hungarian_accuracy", "test/clusters_used"):
         assert again[key] == pytest.approx(metrics[key], abs=1e-6)
     assert (tmp_path / "eval-figures" / "test_clusters.png").is_file()
+    # a checkpoint saved before the namings travelled with it: both are learned from validation at test
+    ckpt = torch.load(best, map_location="cpu", weights_only=False)
+    for key in ("cluster_assignment", "cluster_assignment_majority"):
+        del ckpt[key]
+    torch.save(ckpt, tmp_path / "old.ckpt")
+    old = evaluate(str(tmp_path / "old.ckpt"), str(data_root))
+    assert 0 <= old["test/cluster_error_majority"] <= 1 and 0 <= old["test/cluster_error"] <= 1
 
 
 def test_evaluate_cli_names_a_missing_checkpoint(tmp_path):

@@ -6,7 +6,8 @@ import torch
 
 from conftest import SMALL
 from lightning_aae.config import load_config
-from lightning_aae.metrics import assign_clusters_by_max_posterior, cluster_error, hungarian_accuracy
+from lightning_aae.metrics import (assign_clusters_by_majority, assign_clusters_by_max_posterior, cluster_error,
+                                  hungarian_accuracy)
 from lightning_aae.priors import make_prior
 from lightning_aae.schedule import StepBatch, reconstruction_phase
 from lightning_aae.training import train
@@ -67,6 +68,17 @@ def test_cluster_error_rule():
     assert hungarian_accuracy(counts) == pytest.approx(95 / 100)
     # two clusters holding 7s: matching is one-to-one, so the second one counts as wrong
     assert hungarian_accuracy(torch.tensor([[0] * 7 + [10, 0, 0], [0] * 7 + [10, 0, 0]])) == 0.5
+
+
+def test_majority_naming_takes_each_clusters_most_common_digit_and_is_never_worse_on_its_own_counts():
+    counts = torch.zeros(3, 10, dtype=torch.long)
+    counts[0, 1], counts[1, 2], counts[2, 3], counts[2, 4] = 50, 30, 15, 5
+    assert assign_clusters_by_majority(counts).tolist() == [1, 2, 3]
+    g = torch.Generator().manual_seed(0)
+    for _ in range(20):  # on the counts it was learned from, no naming beats the majority
+        counts = torch.randint(0, 50, (16, 10), generator=g)
+        other = torch.randint(0, 10, (16,), generator=g)
+        assert cluster_error(counts, assign_clusters_by_majority(counts)) <= cluster_error(counts, other)
 
 
 def test_each_cluster_takes_the_digit_of_its_most_confident_image():
