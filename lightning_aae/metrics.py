@@ -216,7 +216,7 @@ class ClusterMetrics(EvalBundle):
         values = {f"{stage}/cluster_error": cluster_error(counts, module.cluster_assignment).float(),
                   f"{stage}/hungarian_accuracy": torch.tensor(hungarian_accuracy(counts), device=counts.device),
                   f"{stage}/clusters_used": (counts.sum(1) > 0).sum().float()}
-        majority = getattr(module, "cluster_assignment_majority", None)
+        majority = module.cluster_assignment_majority
         if majority is not None:
             values[f"{stage}/cluster_error_majority"] = cluster_error(counts, majority).float()
         return values

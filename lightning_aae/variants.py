@@ -168,18 +168,17 @@ class SemiSupervisedAAE(CategoricalAAE):
 
 
 class _Clusters:
-    """Shared by the two clustering variants: the validation-learned cluster -> digit assignment
-    travels with checkpoints, so testing a checkpoint never needs another pass over validation."""
+    """Shared by the two clustering variants: the validation-learned cluster -> digit assignments
+    travel with checkpoints, so testing a checkpoint never needs another pass over validation."""
 
     categories = "clusters"
     cluster_assignment = None
+    cluster_assignment_majority = None
+    ASSIGNMENTS = ("cluster_assignment", "cluster_assignment_majority")
 
     @property
     def n_categories(self) -> int:
         return self.model_cfg["n_clusters"]
-
-    cluster_assignment_majority = None
-    ASSIGNMENTS = ("cluster_assignment", "cluster_assignment_majority")
 
     def on_save_checkpoint(self, checkpoint):
         for key in self.ASSIGNMENTS:
