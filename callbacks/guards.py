@@ -1,7 +1,9 @@
-"""Training guards that are not the model's business: the divergence check and the RNG state."""
+"""Training guards that are not the model's business: the divergence check, the RNG state, and the
+wall clock of a run that was stopped and resumed."""
 from __future__ import annotations
 
-from typing import Any, Dict
+import time
+from typing import Any, Dict, List
 
 import torch
 from lightning.pytorch.callbacks import Callback
@@ -63,3 +65,32 @@ class RNGState(Callback):
     def on_load_checkpoint(self, trainer, module, checkpoint) -> None:
         if "rng_states" in checkpoint:  # checkpoints written before this callback kept it at the top
             self.load_state_dict(checkpoint["rng_states"])
+
+
+class WallClock(Callback):
+    """Every checkpoint carries the run's earlier segments: where a fit resumed from a checkpoint,
+    each part that trained before it, with its commit, command, date and wall seconds. A run that
+    was preempted and resumed (or extended to more epochs) is then recorded with the wall time of
+    all its parts, and with the code each part ran, not only the last part's.
+
+    `start` is `lightning_aae.results.provenance()` of this part; `earlier` after a resume."""
+
+    def __init__(self, start: Dict[str, Any]):
+        self.start = start
+        self.earlier: List[Dict[str, Any]] = []
+        self._loaded: List[Dict[str, Any]] = []
+
+    def segment(self) -> Dict[str, Any]:
+        """This part, up to now."""
+        return {"commit": self.start["commit"], "command": self.start["command"], "date": self.start["date"],
+                "wall_s": round(time.time() - self.start["started"], 1)}
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {"segments": [*self.earlier, self.segment()]}
+
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        # testing a checkpoint restores callback states too: only a fit that resumes takes them
+        self._loaded = list(state_dict.get("segments", []))
+
+    def on_train_start(self, trainer, module) -> None:  # after every restore, whatever the strategy
+        self.earlier, self._loaded = self._loaded, []

@@ -124,6 +124,7 @@ def registry_lines(result: Dict[str, Any], recipe: Optional[str] = None,
                 "epochs": result["epochs"], "best_epoch": result.get("best_epoch"), "metric": metric,
                 "value": round(result["metrics"][key] * scale, 6 if scale == 1.0 else 4)}
         line.update({k: result[k] for k in ("command", "commit", "date", "hardware", "wall_s", "run_dir")})
+        line.update({"segments": result["segments"]} if result.get("segments") else {})
         lines.append(line)
     return lines
 
@@ -245,13 +246,43 @@ def provenance() -> Dict[str, Any]:
 
 
 def run_record(cfg: Dict[str, Any], metrics: Dict[str, float], epochs: int, best_epoch: Optional[int],
-               start: Dict[str, Any], run_dir: Path, accelerator: str) -> Dict[str, Any]:
-    """What train() leaves as <run_dir>/result.json."""
-    return {"config": cfg, "metrics": metrics, "epochs": epochs, "best_epoch": best_epoch,
-            "wall_s": round(time.time() - start["started"], 1), "command": start["command"],
-            "commit": start["commit"], "date": start["date"],
-            "hardware": hardware(accelerator, cfg.get("num_threads")), "run_dir": str(run_dir),
-            "recipe": cfg["logger"]["group"]}
+               start: Dict[str, Any], run_dir: Path, accelerator: str,
+               earlier: Iterable[Dict[str, Any]] = ()) -> Dict[str, Any]:
+    """What train() leaves as <run_dir>/result.json. `earlier`: the parts of a resumed run that trained
+    before this one (callbacks.WallClock); its wall time is then theirs plus this part's, and
+    `segments` names every part's commit, command, date and wall seconds."""
+    record = {"config": cfg, "metrics": metrics, "epochs": epochs, "best_epoch": best_epoch,
+              "wall_s": round(time.time() - start["started"], 1), "command": start["command"],
+              "commit": start["commit"], "date": start["date"],
+              "hardware": hardware(accelerator, cfg.get("num_threads")), "run_dir": str(run_dir),
+              "recipe": cfg["logger"]["group"]}
+    return with_earlier(record, list(earlier))
+
+
+def with_earlier(result: Dict[str, Any], earlier: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """A run's result with the parts that trained before it (each with commit, command, date, wall_s)
+    counted in: wall_s summed over all parts, `segments` listing them, the last being this one."""
+    if not earlier:
+        return result
+    this = {k: result[k] for k in ("commit", "command", "date", "wall_s")}
+    return {**result, "wall_s": round(sum(seg["wall_s"] for seg in earlier) + this["wall_s"], 1),
+            "segments": [*earlier, this]}
+
+
+def resumed_from(result: Dict[str, Any], earlier_dir: Path) -> Dict[str, Any]:
+    """For a run resumed from the last checkpoint of a finished run whose checkpoints predate
+    callbacks.WallClock: that run's result.json is the earlier part."""
+    if result.get("segments"):
+        raise ValueError("the run already lists the parts it resumed from (segments); --resumed-from would count them twice")
+    path = Path(earlier_dir) / "result.json"
+    if not path.is_file():
+        raise ValueError(f"--resumed-from: {path} not found")
+    before = json.loads(path.read_text())
+    if before["config"]["seed"] != result["config"]["seed"] or before["epochs"] >= result["epochs"]:
+        raise ValueError(f"--resumed-from {earlier_dir}: seed {before['config']['seed']}, {before['epochs']} epochs "
+                         f"cannot precede seed {result['config']['seed']}, {result['epochs']} epochs")
+    part = {k: before[k] for k in ("commit", "command", "date", "wall_s")}
+    return with_earlier(result, [{**part, "epochs": before["epochs"], "run_dir": str(earlier_dir)}])
 
 
 def main(argv=None) -> int:
@@ -265,6 +296,9 @@ def main(argv=None) -> int:
     rec.add_argument("--registry", default=str(REGISTRY))
     rec.add_argument("--commit", help="the commit the run started from, where its result.json names another "
                      "(records written before 2026-11-23 15:50 took the commit at the end of the run)")
+    rec.add_argument("--resumed-from", metavar="RUN_DIR",
+                     help="the finished run whose last checkpoint this run resumed from, where the checkpoint "
+                     "predates the wall clock it now carries: its wall time and commit are counted in")
     tab = sub.add_parser("table", help="print the tables, or write them into a Markdown file between the markers")
     tab.add_argument("--write", help="e.g. docs/results.md")
     tab.add_argument("--registry", default=str(REGISTRY))
@@ -275,7 +309,10 @@ def main(argv=None) -> int:
                 path = Path(d) / "result.json"
                 if not path.is_file():
                     raise ValueError(f"{path} not found: is the run finished?")
-                lines = registry_lines(json.loads(path.read_text()), args.recipe, args.experiment)
+                result = json.loads(path.read_text())
+                if args.resumed_from:
+                    result = resumed_from(result, Path(args.resumed_from))
+                lines = registry_lines(result, args.recipe, args.experiment)
                 for line in lines:
                     line.update({"commit": args.commit} if args.commit else {})
                 append(lines, Path(args.registry))  # the run's lines together, before anything is printed

@@ -13,6 +13,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from omegaconf import DictConfig, OmegaConf
 
+from callbacks.guards import WallClock
 from callbacks.preemption import Preempted
 
 from .config import ConfigError
@@ -250,7 +251,8 @@ def train(cfg: DictConfig, verbose: bool = True, extra_callbacks: Optional[list]
 
     module = build_module(cfg)  # the resolved run config travels in its hyperparameters
     logger = build_logger(cfg, run_dir)  # every rank: non-zero ranks get W&B's dummy run
-    callbacks = build_callbacks(cfg, run_dir) + list(extra_callbacks or [])
+    clock = WallClock(start)  # resumed, it holds the earlier parts' wall time and commits
+    callbacks = build_callbacks(cfg, run_dir) + [clock] + list(extra_callbacks or [])
     trainer = L.Trainer(**trainer_kwargs(cfg), logger=logger if logger is not None else False,
                         callbacks=callbacks, default_root_dir=str(run_dir), plugins=[SafeCheckpointIO()])
     try:
@@ -263,7 +265,7 @@ def train(cfg: DictConfig, verbose: bool = True, extra_callbacks: Optional[list]
         if logger is not None and trainer.is_global_zero:
             logger.experiment.summary.update({k: v for k, v in metrics.items() if k.startswith("test/")})
         if trainer.is_global_zero:
-            _write_result(cfg, trainer, metrics, best, start, run_dir)
+            _write_result(cfg, trainer, metrics, best, start, run_dir, clock.earlier)
     except DivergenceError:
         if logger is not None and trainer.is_global_zero:
             logger.experiment.finish(exit_code=1)  # the W&B run shows as failed
@@ -282,7 +284,7 @@ def train(cfg: DictConfig, verbose: bool = True, extra_callbacks: Optional[list]
 
 
 def _write_result(cfg: DictConfig, trainer, metrics: Dict[str, float], best: str, start: Dict[str, Any],
-                  run_dir: Path) -> None:
+                  run_dir: Path, earlier: list) -> None:
     """result.json: what `python -m lightning_aae.results record` puts in the registry."""
     import json
 
@@ -291,7 +293,7 @@ def _write_result(cfg: DictConfig, trainer, metrics: Dict[str, float], best: str
     stem = Path(best).stem if best else ""
     best_epoch = int(stem[5:]) if stem.startswith("epoch") and stem[5:].isdigit() else None
     record = run_record(OmegaConf.to_container(cfg, resolve=True), metrics, trainer.current_epoch, best_epoch,
-                        start, run_dir, trainer.strategy.root_device.type)
+                        start, run_dir, trainer.strategy.root_device.type, earlier)
     write_text_atomic(run_dir / "result.json", json.dumps(record, indent=1, sort_keys=True))
 
 

@@ -128,3 +128,34 @@ def test_the_committed_tables_are_the_ones_the_committed_registry_generates():
     assert f"{results.BEGIN}\n{results.table(rows)}\n{results.END}" in text
     assert f"{results.FAMILY_BEGIN}\n{results.family_table(rows)}\n{results.FAMILY_END}" in text
     assert all(all(r.get(k) is not None for k in results.REQUIRED) for r in rows)
+
+
+def test_a_run_resumed_from_an_older_checkpoint_records_both_parts(tmp_path):
+    first, second = _result(1, 0.30), _result(1, 0.25)
+    first.update(epochs=40, wall_s=3000.0, commit="c40", command="python train.py trainer.max_epochs=40")
+    second.update(epochs=80, wall_s=2000.0, commit="c80", command="python train.py trainer.max_epochs=80 ckpt_path=x")
+    for name, result in (("e40", first), ("e80", second)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "result.json").write_text(json.dumps(result))
+    registry = tmp_path / "r.jsonl"
+    assert results.main(["record", str(tmp_path / "e80"), "--resumed-from", str(tmp_path / "e40"),
+                         "--registry", str(registry)]) == 0
+    (line,) = results.read(registry)
+    assert line["wall_s"] == 5000.0 and line["commit"] == "c80" and line["epochs"] == 80
+    assert [(s["commit"], s["wall_s"]) for s in line["segments"]] == [("c40", 3000.0), ("c80", 2000.0)]
+    assert line["segments"][0]["epochs"] == 40
+
+
+def test_resumed_from_refuses_another_seed_a_longer_run_and_counting_twice(tmp_path, capsys):
+    later = _result(1, 0.25)
+    later["epochs"] = 80
+    for bad in (dict(seed=2, epochs=40), dict(seed=1, epochs=80)):
+        earlier = _result(bad["seed"], 0.3)
+        earlier["epochs"] = bad["epochs"]
+        (tmp_path / "e").mkdir(exist_ok=True)
+        (tmp_path / "e" / "result.json").write_text(json.dumps(earlier))
+        with pytest.raises(ValueError, match="cannot precede"):
+            results.resumed_from(later, tmp_path / "e")
+    counted = results.with_earlier(later, [{"commit": "a", "command": "c", "date": "d", "wall_s": 1.0}])
+    with pytest.raises(ValueError, match="twice"):
+        results.resumed_from(counted, tmp_path / "e")

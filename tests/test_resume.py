@@ -1,4 +1,5 @@
 """An interrupted run resumed from its checkpoint ends exactly where the uninterrupted run ends."""
+import json
 from pathlib import Path
 
 import torch
@@ -20,6 +21,7 @@ def test_two_epochs_equal_one_plus_resumed_one(small_overrides, tmp_path):
     train(straight, verbose=False)
     first = load_config("configs/aae.yaml", base + ["trainer.max_epochs=1", f"output_dir={tmp_path}/b"])
     train(first, verbose=False)
+    first_result = json.loads(next((tmp_path / "b").glob("aae/*/result.json")).read_text())
     resumed = load_config("configs/aae.yaml", base + ["trainer.max_epochs=2", f"output_dir={tmp_path}/b",
                                                       "ckpt_path=last"])
     train(resumed, verbose=False)
@@ -36,6 +38,14 @@ def test_two_epochs_equal_one_plus_resumed_one(small_overrides, tmp_path):
     assert [s["last_epoch"] for s in a["lr_schedulers"]] == [s["last_epoch"] for s in b["lr_schedulers"]] == [2] * 3
     # the resumed run wrote into the first run's folder, not a new one
     assert len(list((tmp_path / "b" / "aae").iterdir())) == 1
+    # and its wall time counts the part before the resume, which the checkpoint carried
+    straight_result = json.loads(next((tmp_path / "a").glob("aae/*/result.json")).read_text())
+    both = json.loads(next((tmp_path / "b").glob("aae/*/result.json")).read_text())
+    assert "segments" not in straight_result and "segments" not in first_result
+    before, after = both["segments"]
+    assert 0 < before["wall_s"] <= first_result["wall_s"]  # saved at the end of epoch 0, before testing
+    assert before["command"] == first_result["command"] and after["command"] == both["command"]
+    assert both["wall_s"] == round(before["wall_s"] + after["wall_s"], 1)
 
 
 def test_last_checkpoint_is_the_latest_epoch_even_when_the_best_is_older(small_overrides, tmp_path):
