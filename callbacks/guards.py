@@ -2,12 +2,12 @@
 wall clock of a run that was stopped and resumed."""
 from __future__ import annotations
 
-import time
 from typing import Any, Dict, List
 
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from lightning_aae.results import segment
 from lightning_aae.schedule import DivergenceError
 
 
@@ -80,13 +80,8 @@ class WallClock(Callback):
         self.earlier: List[Dict[str, Any]] = []
         self._loaded: List[Dict[str, Any]] = []
 
-    def segment(self) -> Dict[str, Any]:
-        """This part, up to now."""
-        return {"commit": self.start["commit"], "command": self.start["command"], "date": self.start["date"],
-                "wall_s": round(time.time() - self.start["started"], 1)}
-
     def state_dict(self) -> Dict[str, Any]:
-        return {"segments": [*self.earlier, self.segment()]}
+        return {"segments": [*self.earlier, segment(self.start)]}
 
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
         # testing a checkpoint restores callback states too: only a fit that resumes takes them

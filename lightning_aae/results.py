@@ -245,15 +245,22 @@ def provenance() -> Dict[str, Any]:
             "started": time.time()}
 
 
+SEGMENT = ("commit", "command", "date", "wall_s")  # what names one part of a run that was resumed
+
+
+def segment(start: Dict[str, Any]) -> Dict[str, Any]:
+    """The part of a run that began at `start` (its `provenance()`), up to now."""
+    return {"commit": start["commit"], "command": start["command"], "date": start["date"],
+            "wall_s": round(time.time() - start["started"], 1)}
+
+
 def run_record(cfg: Dict[str, Any], metrics: Dict[str, float], epochs: int, best_epoch: Optional[int],
                start: Dict[str, Any], run_dir: Path, accelerator: str,
                earlier: Iterable[Dict[str, Any]] = ()) -> Dict[str, Any]:
     """What train() leaves as <run_dir>/result.json. `earlier`: the parts of a resumed run that trained
     before this one (callbacks.WallClock); its wall time is then theirs plus this part's, and
     `segments` names every part's commit, command, date and wall seconds."""
-    record = {"config": cfg, "metrics": metrics, "epochs": epochs, "best_epoch": best_epoch,
-              "wall_s": round(time.time() - start["started"], 1), "command": start["command"],
-              "commit": start["commit"], "date": start["date"],
+    record = {"config": cfg, "metrics": metrics, "epochs": epochs, "best_epoch": best_epoch, **segment(start),
               "hardware": hardware(accelerator, cfg.get("num_threads")), "run_dir": str(run_dir),
               "recipe": cfg["logger"]["group"]}
     return with_earlier(record, list(earlier))
@@ -264,7 +271,7 @@ def with_earlier(result: Dict[str, Any], earlier: List[Dict[str, Any]]) -> Dict[
     counted in: wall_s summed over all parts, `segments` listing them, the last being this one."""
     if not earlier:
         return result
-    this = {k: result[k] for k in ("commit", "command", "date", "wall_s")}
+    this = {k: result[k] for k in SEGMENT}
     return {**result, "wall_s": round(sum(seg["wall_s"] for seg in earlier) + this["wall_s"], 1),
             "segments": [*earlier, this]}
 
@@ -281,7 +288,7 @@ def resumed_from(result: Dict[str, Any], earlier_dir: Path) -> Dict[str, Any]:
     if before["config"]["seed"] != result["config"]["seed"] or before["epochs"] >= result["epochs"]:
         raise ValueError(f"--resumed-from {earlier_dir}: seed {before['config']['seed']}, {before['epochs']} epochs "
                          f"cannot precede seed {result['config']['seed']}, {result['epochs']} epochs")
-    part = {k: before[k] for k in ("commit", "command", "date", "wall_s")}
+    part = {k: before[k] for k in SEGMENT}
     return with_earlier(result, [{**part, "epochs": before["epochs"], "run_dir": str(earlier_dir)}])
 
 

@@ -146,7 +146,7 @@ def test_a_run_resumed_from_an_older_checkpoint_records_both_parts(tmp_path):
     assert line["segments"][0]["epochs"] == 40
 
 
-def test_resumed_from_refuses_another_seed_a_longer_run_and_counting_twice(tmp_path, capsys):
+def test_resumed_from_refuses_another_seed_a_longer_run_and_counting_twice(tmp_path):
     later = _result(1, 0.25)
     later["epochs"] = 80
     for bad in (dict(seed=2, epochs=40), dict(seed=1, epochs=80)):
