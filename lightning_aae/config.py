@@ -74,6 +74,10 @@ class ModelConfig:
     # semi_supervised, clustering, dim_reduction: std of Gaussian noise added to both inputs of the
     # categorical discriminator (instance noise; not in the paper). 0 = the paper's exact one-hots.
     category_noise: float = 0.0
+    # an anneal of that noise (ours): linear in the epoch from category_noise at epoch 0 to
+    # category_noise_final at epoch category_noise_epochs, held there after; 0 epochs = no anneal
+    category_noise_final: Optional[float] = None
+    category_noise_epochs: int = 0
     head_distance: float = 2.0  # dim_reduction: cluster heads closer than this are penalised
     head_penalty: float = 1.0  # dim_reduction: weight of that hinge penalty
     kl_weight: float = 1.0  # vae
@@ -379,7 +383,14 @@ def _check_variant(cfg: DictConfig) -> None:
         if m.n_clusters < 2:
             raise ConfigError(f"model.n_clusters must be at least 2, got {m.n_clusters}")
     categorical = [name for name, cls in VARIANTS.items() if issubclass(cls, CategoricalAAE)]
-    if m.category_noise and m.variant not in categorical:
+    if m.category_noise_epochs < 0:
+        raise ConfigError(f"model.category_noise_epochs must not be negative, got {m.category_noise_epochs}")
+    if (m.category_noise_final is None) != (m.category_noise_epochs == 0):
+        raise ConfigError("model.category_noise_final and model.category_noise_epochs > 0 go together (an anneal "
+                          f"needs both), got {m.category_noise_final} and {m.category_noise_epochs}")
+    if m.category_noise_final is not None and m.category_noise_final < 0:
+        raise ConfigError(f"model.category_noise_final must not be negative, got {m.category_noise_final}")
+    if (m.category_noise or m.category_noise_final) and m.variant not in categorical:
         raise ConfigError(f"model.category_noise applies to the categorical discriminator of {', '.join(categorical)}, "
                           f"not model.variant={m.variant}")
     if m.label_regularized and (m.variant != "aae" or m.prior not in parts):

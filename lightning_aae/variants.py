@@ -135,11 +135,20 @@ class CategoricalAAE(AutoencoderModule):
         probs = torch.softmax(logits, 1)
         return {"code": self.code_of(probs, z), "probs": probs, "logits": self.decoder(self.decoder_input(z, probs))}
 
+    def category_noise_at(self, epoch: int) -> float:
+        """The instance noise's std in this epoch: model.category_noise, or its linear anneal to
+        model.category_noise_final over model.category_noise_epochs epochs."""
+        start = self.model_cfg.get("category_noise", 0.0)
+        span = self.model_cfg.get("category_noise_epochs", 0)
+        if not span:
+            return start
+        return start + (self.model_cfg["category_noise_final"] - start) * min(epoch / span, 1.0)
+
     def adversary_pairs(self, batch):
         logits, z = self.heads(batch.x)
         target = torch.randint(0, self.n_categories, (len(z),), device=z.device)
         fake, real = torch.softmax(logits, 1), one_hot(target, self.n_categories)
-        noise = self.model_cfg.get("category_noise", 0.0)
+        noise = self.category_noise_at(self.current_epoch)
         if noise:
             # Instance noise: exact one-hots let the discriminator win on "not quite one-hot"
             # alone; the encoder then sharpens q(y|x) onto whichever categories it already uses

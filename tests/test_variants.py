@@ -167,6 +167,38 @@ def test_category_noise_blurs_both_inputs_of_the_categorical_discriminator():
     assert n_fake.requires_grad  # the generator still gets a gradient through the noisy codes
 
 
+def test_category_noise_anneals_linearly_then_holds(monkeypatch):
+    steady = module_for("clustering", "model.category_noise=0.3")
+    assert [steady.category_noise_at(e) for e in (0, 7, 500)] == [0.3, 0.3, 0.3]
+    annealed = module_for("clustering", "model.category_noise=0.3", "model.category_noise_final=0.1",
+                          "model.category_noise_epochs=4")
+    assert [round(annealed.category_noise_at(e), 6) for e in (0, 1, 2, 4, 9)] == [0.3, 0.25, 0.2, 0.1, 0.1]
+    # the training step reads the trainer's epoch: at epoch 4 the pairs carry the final noise
+    torch.manual_seed(0)
+    x = torch.rand(512, 784)
+    exact = module_for("clustering", "model.category_noise=0")
+    annealed.load_state_dict(exact.state_dict())
+    torch.manual_seed(1)
+    fake, real = exact.adversary_pairs(StepBatch(x=x, target=x, y=None))["category"]
+    monkeypatch.setattr(type(annealed), "current_epoch", property(lambda self: 4))
+    torch.manual_seed(1)
+    n_fake, n_real = annealed.adversary_pairs(StepBatch(x=x, target=x, y=None))["category"]
+    assert 0.08 < (n_fake - fake).std() < 0.12 and 0.08 < (n_real - real).std() < 0.12
+
+
+def test_category_noise_anneal_needs_both_settings():
+    with pytest.raises(Exception, match="category_noise_final and model.category_noise_epochs > 0 go together"):
+        load_config("configs/clustering.yaml", ["model.category_noise_final=0.1"])
+    with pytest.raises(Exception, match="go together"):
+        load_config("configs/clustering.yaml", ["model.category_noise_epochs=10"])
+    with pytest.raises(Exception, match="category_noise_epochs must not be negative"):
+        load_config("configs/clustering.yaml", ["model.category_noise_epochs=-2"])
+    with pytest.raises(Exception, match="category_noise_final must not be negative"):
+        load_config("configs/clustering.yaml", ["model.category_noise_final=-0.1", "model.category_noise_epochs=3"])
+    with pytest.raises(Exception, match="category_noise.*variant=aae"):
+        load_config("configs/aae.yaml", ["model.category_noise_final=0.1", "model.category_noise_epochs=3"])
+
+
 def test_category_noise_is_refused_where_there_is_no_categorical_discriminator():
     with pytest.raises(Exception, match="category_noise.*variant=aae"):
         load_config("configs/aae.yaml", ["model.category_noise=0.2"])
