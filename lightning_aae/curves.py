@@ -7,6 +7,8 @@ lines back, so a comparison of runs can be redrawn from their logs alone:
     python -m lightning_aae.curves ours=ours.log shift=shift.log --metric val/error --percent --out cmp.png
 
 A run resumed into a second log: NAME=first.log,second.log (a later line for an epoch wins).
+Noisy curves read better with `--smooth K` (a line through the mean of each epoch's last K values,
+the raw values as faint points) and `--first-epoch N` (only epochs from N on, e.g. where runs fork).
 """
 from __future__ import annotations
 
@@ -41,7 +43,13 @@ def read_curve(logs: Sequence[str | Path], metric: str) -> Dict[int, float]:
     return dict(sorted(curve.items()))
 
 
-def curves_figure(curves: Dict[str, Dict[int, float]], metric: str, percent: bool = False, title: str = ""):
+def trailing_mean(values: Sequence[float], k: int) -> List[float]:
+    """Each value replaced by the mean of it and up to k-1 values before it."""
+    return [sum(values[max(0, i - k + 1):i + 1]) / (i + 1 - max(0, i - k + 1)) for i in range(len(values))]
+
+
+def curves_figure(curves: Dict[str, Dict[int, float]], metric: str, percent: bool = False, title: str = "",
+                  smooth: int = 1, first_epoch: int = 0):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -50,12 +58,21 @@ def curves_figure(curves: Dict[str, Dict[int, float]], metric: str, percent: boo
     scale = 100.0 if percent else 1.0
     fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
     for name, curve in curves.items():
-        epochs = list(curve)
-        values = [v * scale for v in curve.values()]
+        epochs = [e for e in curve if e >= first_epoch]
+        if not epochs:
+            raise DataError(f"{name}: no epoch from {first_epoch} on (its last is {max(curve)})")
+        values = [curve[e] * scale for e in epochs]
         best = min(range(len(values)), key=values.__getitem__)
-        ax.plot(epochs, values, marker=".", label=f"{name} (lowest {values[best]:.3g} at epoch {epochs[best]})")
+        label = f"{name} (lowest {values[best]:.3g} at epoch {epochs[best]})"
+        if smooth > 1:
+            points = ax.plot(epochs, values, ".", alpha=0.3)[0]
+            ax.plot(epochs, trailing_mean(values, smooth), color=points.get_color(), label=label)
+        else:
+            ax.plot(epochs, values, marker=".", label=label)
     ax.set_xlabel("epoch")
     ax.set_ylabel(metric + (" (%)" if percent else ""))
+    if smooth > 1:
+        title = (title + "\n" if title else "") + f"points: each epoch; lines: mean of the last {smooth} epochs"
     ax.grid(alpha=0.3)
     if title:
         ax.set_title(title, fontsize=9)
@@ -80,16 +97,22 @@ def main(argv=None) -> int:
     p.add_argument("--metric", default="val/error")
     p.add_argument("--percent", action="store_true", help="draw the metric x 100 (errors as percentages)")
     p.add_argument("--title", default="")
+    p.add_argument("--smooth", type=int, default=1, metavar="K", help="draw the mean of each epoch's last K values")
+    p.add_argument("--first-epoch", type=int, default=0, metavar="N", help="draw epochs from N on")
     p.add_argument("--out", required=True, help="the PNG to write")
     args = p.parse_args(argv)
+    if args.smooth < 1 or args.first_epoch < 0:
+        return fail(f"--smooth must be at least 1 and --first-epoch at least 0, got {args.smooth} and "
+                    f"{args.first_epoch}", EXIT_INPUT)
     try:
         curves = {name: read_curve(logs, args.metric) for name, logs in parse_runs(args.runs).items()}
+        figure = curves_figure(curves, args.metric, args.percent, args.title, args.smooth, args.first_epoch)
     except DataError as e:
         return fail(str(e), EXIT_INPUT)
     from .storage import StorageError, write_figure
 
     try:
-        write_figure(args.out, curves_figure(curves, args.metric, args.percent, args.title))
+        write_figure(args.out, figure)
     except StorageError as exc:
         return fail(exc, EXIT_STORAGE)
     print(f"wrote {args.out}")

@@ -152,3 +152,18 @@ def test_curves_reads_the_epoch_lines_of_logs_and_draws_each_run(tmp_path, capsy
     assert curves([str(first), "--out", str(tmp_path / "y.png")]) != 0  # no NAME=
     assert "NAME=LOG" in capsys.readouterr().err
     assert not (tmp_path / "x.png").exists() and not (tmp_path / "y.png").exists()
+    # smoothed, from a later epoch on; an epoch range a run never reached is named, no file written
+    assert curves([f"a={first},{resumed}", "--smooth", "2", "--first-epoch", "1", "--out", str(tmp_path / "s.png")]) == 0
+    assert curves([f"a={first}", "--first-epoch", "5", "--out", str(tmp_path / "z.png")]) != 0
+    assert "a: no epoch from 5 on (its last is 1)" in capsys.readouterr().err
+    assert curves([f"a={first}", "--smooth", "0", "--out", str(tmp_path / "z.png")]) != 0
+    assert "--smooth must be at least 1" in capsys.readouterr().err
+    assert not (tmp_path / "z.png").exists()
+
+
+def test_trailing_mean_averages_each_value_with_those_before_it():
+    from lightning_aae.curves import trailing_mean
+
+    assert trailing_mean([4.0, 2.0, 6.0, 0.0], 2) == [4.0, 3.0, 4.0, 3.0]
+    assert trailing_mean([4.0, 2.0, 6.0], 3) == [4.0, 3.0, 4.0]
+    assert trailing_mean([1.0, 5.0], 1) == [1.0, 5.0]
