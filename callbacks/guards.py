@@ -89,3 +89,9 @@ class WallClock(Callback):
 
     def on_train_start(self, trainer, module) -> None:  # after every restore, whatever the strategy
         self.earlier, self._loaded = self._loaded, []
+
+    def on_fit_end(self, trainer, module) -> None:
+        # resumed with no epoch left to train (to test a stopped run's best checkpoint): Lightning
+        # skips the training loop and on_train_start with it, but the earlier parts still count
+        if self._loaded:
+            self.earlier, self._loaded = self._loaded, []

@@ -46,6 +46,13 @@ def test_two_epochs_equal_one_plus_resumed_one(small_overrides, tmp_path):
     assert 0 < before["wall_s"] <= first_result["wall_s"]  # saved at the end of epoch 0, before testing
     assert before["command"] == first_result["command"] and after["command"] == both["command"]
     assert both["wall_s"] == round(before["wall_s"] + after["wall_s"], 1)
+    # resumed with no epoch left to train (only to test a stopped run): the earlier parts still count
+    train(load_config("configs/aae.yaml", base + ["trainer.max_epochs=2", f"output_dir={tmp_path}/b",
+                                                  "ckpt_path=last"]), verbose=False)
+    tested = json.loads(next((tmp_path / "b").glob("aae/*/result.json")).read_text())
+    assert len(tested["segments"]) == 3 and tested["segments"][0] == before
+    assert tested["segments"][1]["command"] == after["command"] and 0 < tested["segments"][1]["wall_s"] <= after["wall_s"]
+    assert tested["epochs"] == both["epochs"]
 
 
 def test_last_checkpoint_is_the_latest_epoch_even_when_the_best_is_older(small_overrides, tmp_path):
