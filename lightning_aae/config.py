@@ -74,9 +74,10 @@ class ModelConfig:
     # semi_supervised, clustering, dim_reduction: std of Gaussian noise added to both inputs of the
     # categorical discriminator (instance noise; not in the paper). 0 = the paper's exact one-hots.
     category_noise: float = 0.0
-    # an anneal of that noise (ours): linear in the epoch from category_noise at epoch 0 to
-    # category_noise_final at epoch category_noise_epochs, held there after; 0 epochs = no anneal
+    # a schedule of that noise (ours): category_noise until epoch category_noise_from, then linear
+    # to category_noise_final over category_noise_epochs epochs (0: a step) and held there. None: none
     category_noise_final: Optional[float] = None
+    category_noise_from: int = 0
     category_noise_epochs: int = 0
     head_distance: float = 2.0  # dim_reduction: cluster heads closer than this are penalised
     head_penalty: float = 1.0  # dim_reduction: weight of that hinge penalty
@@ -383,13 +384,18 @@ def _check_variant(cfg: DictConfig) -> None:
         if m.n_clusters < 2:
             raise ConfigError(f"model.n_clusters must be at least 2, got {m.n_clusters}")
     categorical = [name for name, cls in VARIANTS.items() if issubclass(cls, CategoricalAAE)]
-    if m.category_noise_epochs < 0:
-        raise ConfigError(f"model.category_noise_epochs must not be negative, got {m.category_noise_epochs}")
-    if (m.category_noise_final is None) != (m.category_noise_epochs == 0):
-        raise ConfigError("model.category_noise_final and model.category_noise_epochs > 0 go together (an anneal "
-                          f"needs both), got {m.category_noise_final} and {m.category_noise_epochs}")
-    if m.category_noise_final is not None and m.category_noise_final < 0:
-        raise ConfigError(f"model.category_noise_final must not be negative, got {m.category_noise_final}")
+    for key in ("category_noise_from", "category_noise_epochs"):
+        if m[key] < 0:
+            raise ConfigError(f"model.{key} must not be negative, got {m[key]}")
+    if m.category_noise_final is None and (m.category_noise_from or m.category_noise_epochs):
+        raise ConfigError("model.category_noise_from / category_noise_epochs schedule the noise toward "
+                          "model.category_noise_final: set it too")
+    if m.category_noise_final is not None:
+        if m.category_noise_final < 0:
+            raise ConfigError(f"model.category_noise_final must not be negative, got {m.category_noise_final}")
+        if not (m.category_noise_from or m.category_noise_epochs):
+            raise ConfigError("model.category_noise_final from epoch 0 on is model.category_noise: set "
+                              "model.category_noise_from or model.category_noise_epochs, or only model.category_noise")
     if (m.category_noise or m.category_noise_final) and m.variant not in categorical:
         raise ConfigError(f"model.category_noise applies to the categorical discriminator of {', '.join(categorical)}, "
                           f"not model.variant={m.variant}")

@@ -136,13 +136,16 @@ class CategoricalAAE(AutoencoderModule):
         return {"code": self.code_of(probs, z), "probs": probs, "logits": self.decoder(self.decoder_input(z, probs))}
 
     def category_noise_at(self, epoch: int) -> float:
-        """The instance noise's std in this epoch: model.category_noise, or its linear anneal to
-        model.category_noise_final over model.category_noise_epochs epochs."""
-        start = self.model_cfg.get("category_noise", 0.0)
-        span = self.model_cfg.get("category_noise_epochs", 0)
-        if not span:
+        """The instance noise's std in this epoch: model.category_noise, and where scheduled, from
+        epoch model.category_noise_from on a linear move to model.category_noise_final over
+        model.category_noise_epochs epochs (0: a step), held there after."""
+        start, end = self.model_cfg.get("category_noise", 0.0), self.model_cfg.get("category_noise_final")
+        begin, span = self.model_cfg.get("category_noise_from", 0), self.model_cfg.get("category_noise_epochs", 0)
+        if end is None or epoch < begin:
             return start
-        return start + (self.model_cfg["category_noise_final"] - start) * min(epoch / span, 1.0)
+        if epoch >= begin + span:
+            return end
+        return start + (end - start) * (epoch - begin) / span
 
     def adversary_pairs(self, batch):
         logits, z = self.heads(batch.x)

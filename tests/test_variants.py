@@ -167,12 +167,18 @@ def test_category_noise_blurs_both_inputs_of_the_categorical_discriminator():
     assert n_fake.requires_grad  # the generator still gets a gradient through the noisy codes
 
 
-def test_category_noise_anneals_linearly_then_holds(monkeypatch):
+def test_category_noise_schedule_steps_or_moves_linearly_then_holds(monkeypatch):
     steady = module_for("clustering", "model.category_noise=0.3")
     assert [steady.category_noise_at(e) for e in (0, 7, 500)] == [0.3, 0.3, 0.3]
     annealed = module_for("clustering", "model.category_noise=0.3", "model.category_noise_final=0.1",
                           "model.category_noise_epochs=4")
     assert [round(annealed.category_noise_at(e), 6) for e in (0, 1, 2, 4, 9)] == [0.3, 0.25, 0.2, 0.1, 0.1]
+    step = module_for("clustering", "model.category_noise=0.3", "model.category_noise_final=0",
+                      "model.category_noise_from=148")
+    assert [step.category_noise_at(e) for e in (0, 147, 148, 300)] == [0.3, 0.3, 0.0, 0.0]
+    late = module_for("clustering", "model.category_noise=0.3", "model.category_noise_final=0.1",
+                      "model.category_noise_from=10", "model.category_noise_epochs=4")
+    assert [round(late.category_noise_at(e), 6) for e in (9, 10, 12, 14, 20)] == [0.3, 0.3, 0.2, 0.1, 0.1]
     # the training step reads the trainer's epoch: at epoch 4 the pairs carry the final noise
     torch.manual_seed(0)
     x = torch.rand(512, 784)
@@ -186,13 +192,15 @@ def test_category_noise_anneals_linearly_then_holds(monkeypatch):
     assert 0.08 < (n_fake - fake).std() < 0.12 and 0.08 < (n_real - real).std() < 0.12
 
 
-def test_category_noise_anneal_needs_both_settings():
-    with pytest.raises(Exception, match="category_noise_final and model.category_noise_epochs > 0 go together"):
+def test_category_noise_schedule_needs_its_end_and_its_start():
+    with pytest.raises(Exception, match="category_noise_final from epoch 0 on is model.category_noise"):
         load_config("configs/clustering.yaml", ["model.category_noise_final=0.1"])
-    with pytest.raises(Exception, match="go together"):
-        load_config("configs/clustering.yaml", ["model.category_noise_epochs=10"])
-    with pytest.raises(Exception, match="category_noise_epochs must not be negative"):
-        load_config("configs/clustering.yaml", ["model.category_noise_epochs=-2"])
+    for key in ("category_noise_epochs=10", "category_noise_from=5"):
+        with pytest.raises(Exception, match="toward model.category_noise_final: set it too"):
+            load_config("configs/clustering.yaml", [f"model.{key}"])
+    for key in ("category_noise_epochs", "category_noise_from"):
+        with pytest.raises(Exception, match=f"{key} must not be negative"):
+            load_config("configs/clustering.yaml", [f"model.{key}=-2", "model.category_noise_final=0"])
     with pytest.raises(Exception, match="category_noise_final must not be negative"):
         load_config("configs/clustering.yaml", ["model.category_noise_final=-0.1", "model.category_noise_epochs=3"])
     with pytest.raises(Exception, match="category_noise.*variant=aae"):
