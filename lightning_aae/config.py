@@ -316,8 +316,11 @@ def _check_choices(cfg: DictConfig) -> None:
                        "model.category_noise": m.category_noise, "model.input_noise": m.input_noise,
                        "model.sparsity_weight": m.sparsity_weight, "model.nonnegative_weight": m.nonnegative_weight,
                        "optim.momentum": o.momentum,
-                       "optim.weight_decay": o.weight_decay, "optim.grad_clip": o.grad_clip}.items():
-        if value < 0:
+                       "optim.weight_decay": o.weight_decay, "optim.grad_clip": o.grad_clip,
+                       "model.category_noise_final": m.category_noise_final,  # None: no schedule
+                       "model.category_noise_from": m.category_noise_from,
+                       "model.category_noise_epochs": m.category_noise_epochs}.items():
+        if value is not None and value < 0:
             raise ConfigError(f"{key} must not be negative, got {value}")
     for key in ("dropout", "input_mask", "input_dropout"):
         if not 0 <= m[key] < 1:
@@ -384,18 +387,12 @@ def _check_variant(cfg: DictConfig) -> None:
         if m.n_clusters < 2:
             raise ConfigError(f"model.n_clusters must be at least 2, got {m.n_clusters}")
     categorical = [name for name, cls in VARIANTS.items() if issubclass(cls, CategoricalAAE)]
-    for key in ("category_noise_from", "category_noise_epochs"):
-        if m[key] < 0:
-            raise ConfigError(f"model.{key} must not be negative, got {m[key]}")
     if m.category_noise_final is None and (m.category_noise_from or m.category_noise_epochs):
         raise ConfigError("model.category_noise_from / category_noise_epochs schedule the noise toward "
                           "model.category_noise_final: set it too")
-    if m.category_noise_final is not None:
-        if m.category_noise_final < 0:
-            raise ConfigError(f"model.category_noise_final must not be negative, got {m.category_noise_final}")
-        if not (m.category_noise_from or m.category_noise_epochs):
-            raise ConfigError("model.category_noise_final from epoch 0 on is model.category_noise: set "
-                              "model.category_noise_from or model.category_noise_epochs, or only model.category_noise")
+    if m.category_noise_final is not None and not (m.category_noise_from or m.category_noise_epochs):
+        raise ConfigError("model.category_noise_final from epoch 0 on is model.category_noise: set "
+                          "model.category_noise_from or model.category_noise_epochs, or only model.category_noise")
     if (m.category_noise or m.category_noise_final) and m.variant not in categorical:
         raise ConfigError(f"model.category_noise applies to the categorical discriminator of {', '.join(categorical)}, "
                           f"not model.variant={m.variant}")
