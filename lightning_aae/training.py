@@ -5,6 +5,8 @@ import netrc
 import os
 import sys
 import time
+from collections.abc import Mapping
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Dict, Optional
 
@@ -19,8 +21,8 @@ from callbacks.preemption import Preempted
 from .config import ConfigError
 from .data import MNISTDataModule
 from .schedule import DivergenceError
-from .storage import SafeCheckpointIO, check_writable, write_text_atomic
-from .variants import build_module, checkpoint_variant
+from .storage import SafeCheckpointIO, check_writable, load_checkpoint, write_text_atomic
+from .variants import build_module
 
 RUN_DIR_ENV = "AAE_RUN_DIR"  # shared with the DDP worker processes Lightning starts
 
@@ -78,10 +80,46 @@ def resolve_checkpoint(cfg: DictConfig) -> Optional[Path]:
         return None  # auto, and nothing to resume
     if not path.is_file():
         raise ConfigError(f"ckpt_path not found: {path}")
-    variant = checkpoint_variant(str(path))  # CheckpointError (one line) when unreadable or unsafe
+    checkpoint = load_checkpoint(path)  # CheckpointError (one line) when unreadable or unsafe
+    variant = checkpoint.get("hyper_parameters", {}).get("variant", "unknown")
     if variant != cfg.model.variant:
         raise ConfigError(f"ckpt_path {path} is a '{variant}' checkpoint, but model.variant is '{cfg.model.variant}'")
+    if cfg.ckpt_path != "auto":  # auto: a requeued job whose time is spent just finishes, as before
+        _check_time_left(cfg.trainer.max_time, checkpoint, path)
     return path
+
+
+def _max_time_seconds(max_time: Any) -> Optional[float]:
+    """trainer.max_time in seconds ('DD:HH:MM:SS' or timedelta's keywords); None when unset or not
+    readable (Lightning then names a bad value itself)."""
+    try:
+        if isinstance(max_time, str):
+            days, hours, minutes, seconds = (int(part) for part in max_time.strip().split(":"))
+            return timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds).total_seconds()
+        if isinstance(max_time, Mapping):
+            return timedelta(**dict(max_time)).total_seconds()
+    except (TypeError, ValueError):
+        pass
+    return None
+
+
+def _dd_hh_mm_ss(seconds: float) -> str:
+    s = int(seconds)
+    return f"{s // 86400:02d}:{s % 86400 // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def _check_time_left(max_time: Any, checkpoint: Dict[str, Any], path: Path) -> None:
+    """Lightning's Timer restores the training time stored in the checkpoint and counts max_time from
+    the run's start, not the resume: a max_time at or under that time would stop the resumed run
+    before its first step and test the old best checkpoint. Refuse that with the numbers to fix it."""
+    limit = _max_time_seconds(max_time)
+    timer = (checkpoint.get("callbacks") or {}).get("Timer") or {}
+    trained = (timer.get("time_elapsed") or {}).get("train")
+    if limit is None or not isinstance(trained, (int, float)) or trained < limit:
+        return
+    raise ConfigError(f"trainer.max_time={max_time} is already used up: {path} has trained for "
+                      f"{_dd_hh_mm_ss(trained)} and max_time counts that time; set it to that plus the time "
+                      f"to train on (30 more minutes: trainer.max_time={_dd_hh_mm_ss(trained + 1800)})")
 
 
 def _run_dir_for(cfg: DictConfig, ckpt: Optional[Path]) -> Path:

@@ -2,6 +2,7 @@
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
 from lightning_aae.config import load_config
@@ -66,3 +67,37 @@ def test_last_checkpoint_is_the_latest_epoch_even_when_the_best_is_older(small_o
     best = [p for p in ckpt_dir.glob("epoch*.ckpt")]
     assert [p.name for p in best] == ["epoch000.ckpt"]  # the loss fell, so epoch 0 stayed the "best"
     assert _last(tmp_path / "runs")["epoch"] == 2
+
+
+def test_resuming_with_a_max_time_the_checkpoint_has_already_used_is_refused(small_overrides, tmp_path, capsys):
+    """Lightning's Timer restores the trained time, so such a run would stop before its first step."""
+    import hashlib
+
+    from lightning_aae.cli import main
+    from lightning_aae.config import ConfigError
+    from lightning_aae.training import resolve_checkpoint
+
+    base = small_overrides + SHORT + ["trainer.limit_train_batches=2", f"output_dir={tmp_path}/r"]
+    train(load_config("configs/aae.yaml", base + ["trainer.max_epochs=1", "trainer.max_time=00:01:00:00"]),
+          verbose=False)
+    (ckpt,) = (tmp_path / "r").glob("aae/*/checkpoints/last.ckpt")
+    trained = torch.load(ckpt, map_location="cpu", weights_only=False)["callbacks"]["Timer"]["time_elapsed"]["train"]
+    assert 0 < trained < 3600
+    saved = hashlib.sha256(ckpt.read_bytes()).hexdigest()
+
+    spent = base + ["trainer.max_epochs=2", "ckpt_path=last", "trainer.max_time=00:00:00:00"]
+    assert main(["--config", "configs/aae.yaml", *spent]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert "trainer.max_time=00:00:00:00 is already used up" in err and str(ckpt) in err
+    assert f"trainer.max_time=00:00:{int(trained + 1800) // 60:02d}:" in err  # the fix, in max_time's format
+    assert hashlib.sha256(ckpt.read_bytes()).hexdigest() == saved  # nothing saved was touched
+    assert len(list((tmp_path / "r" / "aae").iterdir())) == 1  # and no new run folder was made
+
+    dict_form = base + ["ckpt_path=last", "trainer.max_time={seconds: 0.5}"]
+    with pytest.raises(ConfigError, match="already used up"):
+        resolve_checkpoint(load_config("configs/aae.yaml", dict_form))
+    # time left, or no max_time, or a requeued job's ckpt_path=auto: resumed as before
+    for extra in (["trainer.max_time=00:01:00:00"], [], ["trainer.max_time=00:00:00:00"]):
+        ckpt_path = "ckpt_path=auto" if extra == ["trainer.max_time=00:00:00:00"] else "ckpt_path=last"
+        assert resolve_checkpoint(load_config("configs/aae.yaml", base + [ckpt_path, *extra])) == ckpt
