@@ -94,7 +94,7 @@ def test_resuming_with_a_max_time_the_checkpoint_has_already_used_is_refused(sma
     assert hashlib.sha256(ckpt.read_bytes()).hexdigest() == saved  # nothing saved was touched
     assert len(list((tmp_path / "r" / "aae").iterdir())) == 1  # and no new run folder was made
 
-    dict_form = base + ["ckpt_path=last", "trainer.max_time={seconds: 0.5}"]
+    dict_form = base + ["ckpt_path=last", f"trainer.max_time={{seconds: {trained / 2}}}"]  # under what it trained
     with pytest.raises(ConfigError, match="already used up"):
         resolve_checkpoint(load_config("configs/aae.yaml", dict_form))
     # time left, or no max_time, or a requeued job's ckpt_path=auto: resumed as before
