@@ -22,7 +22,7 @@ from .config import ConfigError
 from .data import MNISTDataModule
 from .schedule import DivergenceError
 from .storage import SafeCheckpointIO, check_writable, load_checkpoint, write_text_atomic
-from .variants import build_module
+from .variants import build_module, variant_of
 
 RUN_DIR_ENV = "AAE_RUN_DIR"  # shared with the DDP worker processes Lightning starts
 
@@ -81,7 +81,7 @@ def resolve_checkpoint(cfg: DictConfig) -> Optional[Path]:
     if not path.is_file():
         raise ConfigError(f"ckpt_path not found: {path}")
     checkpoint = load_checkpoint(path)  # CheckpointError (one line) when unreadable or unsafe
-    variant = checkpoint.get("hyper_parameters", {}).get("variant", "unknown")
+    variant = variant_of(checkpoint)
     if variant != cfg.model.variant:
         raise ConfigError(f"ckpt_path {path} is a '{variant}' checkpoint, but model.variant is '{cfg.model.variant}'")
     if cfg.ckpt_path != "auto":  # auto: a requeued job whose time is spent just finishes, as before

@@ -331,12 +331,17 @@ def build_module(cfg) -> AutoencoderModule:
                                        run_config=OmegaConf.to_container(cfg, resolve=True))
 
 
+def variant_of(checkpoint: dict) -> str:
+    """The variant a loaded checkpoint was trained as ('unknown' when it names none)."""
+    return checkpoint.get("hyper_parameters", {}).get("variant", "unknown")
+
+
 def checkpoint_variant(ckpt_path: str) -> str:
     """The variant a checkpoint was trained as, read without building the model (and without
     running anything the file might hold: CheckpointError names a file that is unsafe or unreadable)."""
     from .storage import load_checkpoint
 
-    return load_checkpoint(ckpt_path).get("hyper_parameters", {}).get("variant", "unknown")
+    return variant_of(load_checkpoint(ckpt_path))
 
 
 def load_module(ckpt_path: str, map_location="cpu") -> AutoencoderModule:

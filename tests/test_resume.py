@@ -98,6 +98,6 @@ def test_resuming_with_a_max_time_the_checkpoint_has_already_used_is_refused(sma
     with pytest.raises(ConfigError, match="already used up"):
         resolve_checkpoint(load_config("configs/aae.yaml", dict_form))
     # time left, or no max_time, or a requeued job's ckpt_path=auto: resumed as before
-    for extra in (["trainer.max_time=00:01:00:00"], [], ["trainer.max_time=00:00:00:00"]):
-        ckpt_path = "ckpt_path=auto" if extra == ["trainer.max_time=00:00:00:00"] else "ckpt_path=last"
-        assert resolve_checkpoint(load_config("configs/aae.yaml", base + [ckpt_path, *extra])) == ckpt
+    for resume in (["ckpt_path=last", "trainer.max_time=00:01:00:00"], ["ckpt_path=last"],
+                   ["ckpt_path=auto", "trainer.max_time=00:00:00:00"]):
+        assert resolve_checkpoint(load_config("configs/aae.yaml", base + resume)) == ckpt
