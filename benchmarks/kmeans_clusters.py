@@ -46,9 +46,10 @@ def kmeans(x: torch.Tensor, k: int, seed: int, iters: int = 100) -> tuple[torch.
 def score(centres: torch.Tensor, val_x, val_y, test_x, test_y) -> dict:
     """The AAE's cluster scores for a nearest-centre clustering: names from validation, errors on test."""
     k = len(centres)
-    names = assign_clusters_by_max_posterior(-torch.cdist(val_x, centres), val_y)
+    val_dist = torch.cdist(val_x, centres)
+    names = assign_clusters_by_max_posterior(-val_dist, val_y)
     val_counts, test_counts = ClusterCounts(k), ClusterCounts(k)
-    val_counts.update(torch.cdist(val_x, centres).argmin(1), val_y)
+    val_counts.update(val_dist.argmin(1), val_y)
     test_clusters = torch.cdist(test_x, centres).argmin(1)
     test_counts.update(test_clusters, test_y)
     counts = test_counts.compute()
