@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 
 import torch
@@ -22,6 +21,7 @@ import torch
 from lightning_aae.data import MNISTDataModule
 from lightning_aae.metrics import (ClusterCounts, assign_clusters_by_majority, assign_clusters_by_max_posterior,
                                    cluster_error, hungarian_accuracy)
+from lightning_aae.results import mean_std
 
 
 def kmeans(x: torch.Tensor, k: int, seed: int, iters: int = 100) -> tuple[torch.Tensor, int]:
@@ -72,8 +72,7 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     dm = MNISTDataModule(root=args.data_root, download=False, on_device=False)
     dm.setup()
-    flat = lambda d: d.x.reshape(len(d.x), -1).float()  # noqa: E731
-    train_x, val_x, test_x = flat(dm.unlabeled), flat(dm.val), flat(dm.test)
+    train_x, val_x, test_x = (d.x.flatten(1).float() for d in (dm.unlabeled, dm.val, dm.test))
     rows = []
     for k in args.clusters:
         for seed in args.seeds:
@@ -86,7 +85,8 @@ def main(argv=None) -> int:
                   f"{100 * row['hungarian_accuracy']:.1f} %, {row['clusters_used']} clusters used", flush=True)
         errs = [100 * r["cluster_error"] for r in rows if r["clusters"] == k]
         if len(errs) > 1:
-            print(f"k={k}: {statistics.mean(errs):.2f} ± {statistics.stdev(errs):.2f} % over {len(errs)} seeds")
+            mean, std = mean_std(errs)
+            print(f"k={k}: {mean:.2f} ± {std:.2f} % over {len(errs)} seeds")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)
