@@ -18,7 +18,7 @@ from torch import nn
 from .components import MLPDiscriminator, build_decoder, build_encoder
 from .losses import IMAGE_MAPS, SPARSITY, negative_weight_penalty
 from .metrics import EvalBundle, ReconstructionMetrics, RunningMeans, compute_all
-from .optim import build_optimizers, phase_setting
+from .optim import build_optimizers, follow_config, phase_setting
 from .priors import make_prior
 from .schedule import StepBatch, make_stepper
 
@@ -253,6 +253,17 @@ class AutoencoderModule(CodeInterface, InputCorruption, L.LightningModule):
             self.log_dict({f"train/{n}": v for n, v in means.items()}, on_step=True, on_epoch=False)
             self.log("train/recon_loss_step", means["recon_loss"], on_step=True, on_epoch=False, prog_bar=True,
                      logger=False)
+
+    def on_train_start(self) -> None:
+        """A fit resumed from a checkpoint trains with this config's optimizer settings and schedule,
+        placed at the resumed epoch, not the ones the checkpoint's run had (lightning_aae/optim.py)."""
+        if self.trainer.ckpt_path is None:
+            return
+        optimizers = {name: opt.optimizer for name, opt in self.optimizers_by_phase().items()}
+        schedules = follow_config(self.optim_cfg, optimizers, self.current_epoch, int(self.trainer.max_epochs or 1))
+        by_optimizer = {id(s.optimizer): s for s in schedules.values() if s is not None}
+        for config in self.trainer.lr_scheduler_configs:
+            config.scheduler = by_optimizer[id(config.scheduler.optimizer)]
 
     def on_train_epoch_start(self) -> None:
         self.running.start_epoch()

@@ -5,6 +5,7 @@ Schedules step once per epoch (global_step counts optimizer steps, 1-4 per batch
 """
 from __future__ import annotations
 
+import warnings
 from typing import Any, Dict, List, Optional
 
 import torch
@@ -63,3 +64,31 @@ def build_optimizers(optim_cfg: Dict[str, Any], params: Dict[str, List[nn.Parame
     optimizers = {name: make_optimizer(optim_cfg, name, p) for name, p in params.items()}
     scheds = [make_scheduler(optim_cfg, name, opt, max_epochs) for name, opt in optimizers.items()]
     return optimizers, [s for s in scheds if s is not None]
+
+
+CONFIG_HYPERPARAMETERS = ("lr", "betas", "momentum", "weight_decay")  # what a resumed fit takes from the config
+
+
+def follow_config(optim_cfg: Dict[str, Any], optimizers: Dict[str, torch.optim.Optimizer], epoch: int,
+                  max_epochs: int) -> Dict[str, Any]:
+    """Restored optimizers (phase -> optimizer) set to this config's rates, betas, momentum and weight
+    decay, and their schedules rebuilt from it at `epoch`; phase -> schedule (None where there is none).
+
+    Lightning restores an optimizer's hyperparameters and its schedule with its moments, so a run
+    resumed with other settings (a fork with a lower rate, or a rate drop added at the resumed epoch)
+    would train on with the old ones and say nothing. Each schedule is stepped from epoch 0 as an
+    uninterrupted run steps it: settings left unchanged come back exactly as restored."""
+    schedules = {}
+    for name, opt in optimizers.items():
+        wanted = make_optimizer(optim_cfg, name, [p for g in opt.param_groups for p in g["params"]]).defaults
+        for group in opt.param_groups:
+            group.update({k: wanted[k] for k in CONFIG_HYPERPARAMETERS if k in group and k in wanted})
+            group["initial_lr"] = group["lr"]  # what a schedule scales from
+        schedule = make_scheduler(optim_cfg, name, opt, max_epochs)
+        if schedule is not None:
+            with warnings.catch_warnings():  # "step() before optimizer.step()": replayed, no step is skipped
+                warnings.simplefilter("ignore", UserWarning)
+                for _ in range(epoch):
+                    schedule.step()
+        schedules[name] = schedule
+    return schedules

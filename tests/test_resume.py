@@ -101,3 +101,35 @@ def test_resuming_with_a_max_time_the_checkpoint_has_already_used_is_refused(sma
     for resume in (["ckpt_path=last", "trainer.max_time=00:01:00:00"], ["ckpt_path=last"],
                    ["ckpt_path=auto", "trainer.max_time=00:00:00:00"]):
         assert resolve_checkpoint(load_config("configs/aae.yaml", base + resume)) == ckpt
+
+
+def test_a_schedule_added_at_the_resumed_epoch_equals_that_schedule_run_from_the_start(small_overrides, tmp_path):
+    """Lightning restores an optimizer's rate and schedule with its moments; a fork that drops the
+    rate at the epoch it resumes from must train as a run configured so from the start."""
+    base = small_overrides + ["trainer.limit_train_batches=4", "seed=7"]
+    drop = ["optim.scheduler=multistep", "optim.milestones=[2]", "optim.gamma=0.1", "trainer.max_epochs=3"]
+    train(load_config("configs/aae.yaml", base + drop + [f"output_dir={tmp_path}/a"]), verbose=False)
+    train(load_config("configs/aae.yaml", base + ["trainer.max_epochs=2", f"output_dir={tmp_path}/b"]), verbose=False)
+    train(load_config("configs/aae.yaml", base + drop + [f"output_dir={tmp_path}/b", "ckpt_path=last"]), verbose=False)
+
+    a, b = _last(tmp_path / "a"), _last(tmp_path / "b")
+    assert a["epoch"] == b["epoch"] == 2
+    for k in a["state_dict"]:
+        assert torch.equal(a["state_dict"][k], b["state_dict"][k]), k
+    assert [g["lr"] for s in b["optimizer_states"] for g in s["param_groups"]] == [2e-4 * 0.1] * 3
+    assert [s["last_epoch"] for s in b["lr_schedulers"]] == [s["last_epoch"] for s in a["lr_schedulers"]]
+
+
+def test_a_resumed_fit_trains_with_the_configs_rates_not_the_checkpoints(small_overrides, tmp_path):
+    base = small_overrides + ["trainer.limit_train_batches=2", "seed=7", f"output_dir={tmp_path}/r"]
+    train(load_config("configs/aae.yaml", base + ["trainer.max_epochs=1", "optim.scheduler=step",
+                                                  "optim.step_size=1", "optim.gamma=0.5"]), verbose=False)
+    assert [g["lr"] for s in _last(tmp_path / "r")["optimizer_states"] for g in s["param_groups"]] == [1e-4] * 3
+    # resumed with other rates and betas and no schedule: those, from the first step on
+    train(load_config("configs/aae.yaml", base + ["trainer.max_epochs=2", "ckpt_path=last", "optim.lr=3e-4",
+                                                  "optim.recon.lr=5e-4", "optim.betas=[0.9,0.99]"]), verbose=False)
+    resumed = _last(tmp_path / "r")
+    groups = [g for s in resumed["optimizer_states"] for g in s["param_groups"]]
+    assert [g["lr"] for g in groups] == [5e-4, 3e-4, 3e-4]  # recon, disc, gen
+    assert all(tuple(g["betas"]) == (0.9, 0.99) for g in groups)
+    assert resumed["lr_schedulers"] == []
