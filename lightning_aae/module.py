@@ -261,7 +261,7 @@ class AutoencoderModule(CodeInterface, InputCorruption, L.LightningModule):
             return
         optimizers = {name: opt.optimizer for name, opt in self.optimizers_by_phase().items()}
         schedules = follow_config(self.optim_cfg, optimizers, self.current_epoch, int(self.trainer.max_epochs or 1))
-        by_optimizer = {id(s.optimizer): s for s in schedules.values() if s is not None}
+        by_optimizer = {id(s.optimizer): s for s in schedules}
         for config in self.trainer.lr_scheduler_configs:
             config.scheduler = by_optimizer[id(config.scheduler.optimizer)]
 

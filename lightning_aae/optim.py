@@ -70,25 +70,26 @@ CONFIG_HYPERPARAMETERS = ("lr", "betas", "momentum", "weight_decay")  # what a r
 
 
 def follow_config(optim_cfg: Dict[str, Any], optimizers: Dict[str, torch.optim.Optimizer], epoch: int,
-                  max_epochs: int) -> Dict[str, Any]:
+                  max_epochs: int) -> list:
     """Restored optimizers (phase -> optimizer) set to this config's rates, betas, momentum and weight
-    decay, and their schedules rebuilt from it at `epoch`; phase -> schedule (None where there is none).
+    decay, and the schedules of those that have one rebuilt from it at `epoch` (returned, in phase order).
 
     Lightning restores an optimizer's hyperparameters and its schedule with its moments, so a run
     resumed with other settings (a fork with a lower rate, or a rate drop added at the resumed epoch)
     would train on with the old ones and say nothing. Each schedule is stepped from epoch 0 as an
     uninterrupted run steps it: settings left unchanged come back exactly as restored."""
-    schedules = {}
+    schedules = []
     for name, opt in optimizers.items():
         wanted = make_optimizer(optim_cfg, name, [p for g in opt.param_groups for p in g["params"]]).defaults
         for group in opt.param_groups:
             group.update({k: wanted[k] for k in CONFIG_HYPERPARAMETERS if k in group and k in wanted})
             group["initial_lr"] = group["lr"]  # what a schedule scales from
         schedule = make_scheduler(optim_cfg, name, opt, max_epochs)
-        if schedule is not None:
-            with warnings.catch_warnings():  # "step() before optimizer.step()": replayed, no step is skipped
-                warnings.simplefilter("ignore", UserWarning)
-                for _ in range(epoch):
-                    schedule.step()
-        schedules[name] = schedule
+        if schedule is None:
+            continue
+        with warnings.catch_warnings():  # "step() before optimizer.step()": replayed, no step is skipped
+            warnings.simplefilter("ignore", UserWarning)
+            for _ in range(epoch):
+                schedule.step()
+        schedules.append(schedule)
     return schedules
