@@ -79,6 +79,9 @@ class ModelConfig:
     category_noise_final: Optional[float] = None
     category_noise_from: int = 0
     category_noise_epochs: int = 0
+    # semi_supervised, clustering, dim_reduction (ours): weight of log K - H(batch mean of q(y|x)) in
+    # the reconstruction loss, so no category is left empty; 0 = the paper (the adversary alone)
+    category_balance: float = 0.0
     head_distance: float = 2.0  # dim_reduction: cluster heads closer than this are penalised
     head_penalty: float = 1.0  # dim_reduction: weight of that hinge penalty
     kl_weight: float = 1.0  # vae
@@ -319,7 +322,8 @@ def _check_choices(cfg: DictConfig) -> None:
                        "optim.weight_decay": o.weight_decay, "optim.grad_clip": o.grad_clip,
                        "model.category_noise_final": m.category_noise_final,  # None: no schedule
                        "model.category_noise_from": m.category_noise_from,
-                       "model.category_noise_epochs": m.category_noise_epochs}.items():
+                       "model.category_noise_epochs": m.category_noise_epochs,
+                       "model.category_balance": m.category_balance}.items():
         if value is not None and value < 0:
             raise ConfigError(f"{key} must not be negative, got {value}")
     for key in ("dropout", "input_mask", "input_dropout"):
@@ -395,6 +399,9 @@ def _check_variant(cfg: DictConfig) -> None:
                           "model.category_noise_from or model.category_noise_epochs, or only model.category_noise")
     if (m.category_noise or m.category_noise_final) and m.variant not in categorical:
         raise ConfigError(f"model.category_noise applies to the categorical discriminator of {', '.join(categorical)}, "
+                          f"not model.variant={m.variant}")
+    if m.category_balance and m.variant not in categorical:
+        raise ConfigError(f"model.category_balance applies to the categories of {', '.join(categorical)}, "
                           f"not model.variant={m.variant}")
     if m.label_regularized and (m.variant != "aae" or m.prior not in parts):
         raise ConfigError(f"model.label_regularized needs model.variant=aae and model.prior={' or '.join(parts)}")

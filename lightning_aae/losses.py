@@ -1,6 +1,8 @@
 """Losses as pure functions of tensors: testable without a model or a Trainer."""
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -59,6 +61,13 @@ def kl_sparsity(code: torch.Tensor, target: float, reduce: str = "sum", eps: flo
 
 SPARSITY = {"none": None, "l1": lambda code, m: l1_activity(code, m["sparsity_reduce"]),
             "kl": lambda code, m: kl_sparsity(code, m["sparsity_target"], m["sparsity_reduce"])}
+
+
+def marginal_entropy_gap(probs: torch.Tensor) -> torch.Tensor:
+    """log K minus the entropy of the batch's mean q(y|x): 0 when the batch spreads over all K
+    categories equally, log K when it uses one. Per-image confidence is left to the adversary."""
+    mean = probs.mean(0)
+    return math.log(probs.shape[1]) + (mean * mean.clamp_min(1e-12).log()).sum()
 
 
 def negative_weight_penalty(weights) -> torch.Tensor:

@@ -16,6 +16,7 @@ from torch import nn
 
 from .metrics import (AccuracyMetrics, ClusterCounts, ClusterMetrics, EvalBundle, ReconstructionMetrics,
                       assign_clusters_by_majority, assign_clusters_by_max_posterior)
+from .losses import marginal_entropy_gap
 from .module import AutoencoderModule, one_hot
 from .priors import N_PARTS
 
@@ -134,6 +135,13 @@ class CategoricalAAE(AutoencoderModule):
         logits, z = self.heads(x)
         probs = torch.softmax(logits, 1)
         return {"code": self.code_of(probs, z), "probs": probs, "logits": self.decoder(self.decoder_input(z, probs))}
+
+    def code_penalties(self, batch, out):
+        """Adds model.category_balance x the batch's marginal-entropy gap (an empty category costs)."""
+        terms, weight = super().code_penalties(batch, out), self.model_cfg.get("category_balance", 0.0)
+        if weight:
+            terms["category_balance"] = weight * marginal_entropy_gap(out["probs"])
+        return terms
 
     def category_noise_at(self, epoch: int) -> float:
         """The instance noise's std in this epoch: model.category_noise, and where scheduled, from
