@@ -1,7 +1,10 @@
+import math
+
 import pytest
 import torch
 
-from lightning_aae.losses import discriminator_accuracy, discriminator_loss, generator_loss, reconstruction_loss
+from lightning_aae.losses import (discriminator_accuracy, discriminator_loss, generator_loss, marginal_entropy_gap,
+                                  reconstruction_loss)
 
 
 def test_reconstruction_losses_are_smallest_for_a_perfect_reconstruction():
@@ -37,3 +40,23 @@ def test_discriminator_and_generator_losses_pull_opposite_ways():
 def test_discriminator_accuracy():
     assert discriminator_accuracy(torch.tensor([1.0, 1.0]), torch.tensor([-1.0, -1.0])) == 1
     assert discriminator_accuracy(torch.tensor([1.0, -1.0]), torch.tensor([1.0, -1.0])) == 0.5
+
+
+def test_marginal_entropy_gap_is_zero_for_a_balanced_batch_and_log_k_for_one_category():
+    k = 5
+    balanced = torch.eye(k).repeat(3, 1)
+    assert marginal_entropy_gap(balanced).item() == pytest.approx(0.0, abs=1e-6)
+    assert marginal_entropy_gap(torch.full((7, k), 1 / k)).item() == pytest.approx(0.0, abs=1e-6)
+    one = torch.zeros(6, k)
+    one[:, 2] = 1
+    assert marginal_entropy_gap(one).item() == pytest.approx(math.log(k), rel=1e-5)
+    half = torch.zeros(4, k)
+    half[:2, 0], half[2:, 1] = 1, 1  # two of five categories, equally
+    assert marginal_entropy_gap(half).item() == pytest.approx(math.log(k) - math.log(2), rel=1e-5)
+
+
+def test_marginal_entropy_gap_pulls_the_batch_toward_its_empty_categories():
+    logits = torch.tensor([[4.0, 0.0, 0.0], [4.0, 0.0, 0.0], [0.0, 4.0, 0.0]], requires_grad=True)
+    marginal_entropy_gap(torch.softmax(logits, 1)).backward()
+    # descending the gradient raises the empty third category's logit in every row, lowers the crowded first
+    assert (logits.grad[:, 2] < 0).all() and (logits.grad[:2, 0] > 0).all()

@@ -6,6 +6,7 @@ import torch
 
 from conftest import SMALL
 from lightning_aae.config import load_config
+from lightning_aae.losses import marginal_entropy_gap
 from lightning_aae.metrics import (assign_clusters_by_majority, assign_clusters_by_max_posterior, cluster_error,
                                   hungarian_accuracy)
 from lightning_aae.priors import make_prior
@@ -190,6 +191,36 @@ def test_category_noise_schedule_steps_or_moves_linearly_then_holds(monkeypatch)
     torch.manual_seed(1)
     n_fake, n_real = annealed.adversary_pairs(StepBatch(x=x, target=x, y=None))["category"]
     assert 0.08 < (n_fake - fake).std() < 0.12 and 0.08 < (n_real - real).std() < 0.12
+
+
+def test_category_balance_adds_the_marginal_entropy_gap_to_the_reconstruction_loss_and_fills_empty_categories():
+    torch.manual_seed(0)
+    x = torch.rand(300, 784)
+    batch = StepBatch(x=x, target=x, y=None)
+    assert "category_balance" not in module_for("clustering").code_penalties(batch, module_for("clustering")(x))
+    module = module_for("clustering", "model.n_clusters=6", "model.category_balance=2.0").train()
+    with torch.no_grad():  # start collapsed: every image in category 0
+        [m for m in module.encoder.modules() if isinstance(m, torch.nn.Linear)][-1].bias[0] += 20.0
+    opt = torch.optim.Adam(module.encoder.parameters(), lr=1e-3)
+    used = []
+    for step in range(150):
+        out = module.training_forward(x, None)
+        term = module.code_penalties(batch, out)["category_balance"]
+        if step == 0:
+            assert term.item() == pytest.approx(2.0 * marginal_entropy_gap(out["probs"]).item())
+            used.append(len(out["probs"].argmax(1).unique()))
+        opt.zero_grad()
+        term.backward()
+        opt.step()
+    used.append(len(module.classify(x).argmax(1).unique()))
+    assert used == [1, 6]
+
+
+def test_category_balance_is_for_the_categorical_variants_only():
+    with pytest.raises(Exception, match="model.category_balance applies to the categories of"):
+        load_config("configs/aae.yaml", ["model.category_balance=0.1"])
+    with pytest.raises(Exception, match="model.category_balance must not be negative"):
+        load_config("configs/clustering.yaml", ["model.category_balance=-1"])
 
 
 def test_category_noise_schedule_needs_its_end_and_its_start():
