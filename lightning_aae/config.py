@@ -82,6 +82,8 @@ class ModelConfig:
     # semi_supervised, clustering, dim_reduction (ours): weight of log K - H(batch mean of q(y|x)) in
     # the reconstruction loss, so no category is left empty; 0 = the paper (the adversary alone)
     category_balance: float = 0.0
+    # (ours) weight of the batch's mean entropy of q(y|x) in the same loss: confident categories
+    category_confidence: float = 0.0
     head_distance: float = 2.0  # dim_reduction: cluster heads closer than this are penalised
     head_penalty: float = 1.0  # dim_reduction: weight of that hinge penalty
     kl_weight: float = 1.0  # vae
@@ -323,7 +325,8 @@ def _check_choices(cfg: DictConfig) -> None:
                        "model.category_noise_final": m.category_noise_final,  # None: no schedule
                        "model.category_noise_from": m.category_noise_from,
                        "model.category_noise_epochs": m.category_noise_epochs,
-                       "model.category_balance": m.category_balance}.items():
+                       "model.category_balance": m.category_balance,
+                       "model.category_confidence": m.category_confidence}.items():
         if value is not None and value < 0:
             raise ConfigError(f"{key} must not be negative, got {value}")
     for key in ("dropout", "input_mask", "input_dropout"):
@@ -400,8 +403,8 @@ def _check_variant(cfg: DictConfig) -> None:
     if (m.category_noise or m.category_noise_final) and m.variant not in categorical:
         raise ConfigError(f"model.category_noise applies to the categorical discriminator of {', '.join(categorical)}, "
                           f"not model.variant={m.variant}")
-    if m.category_balance and m.variant not in categorical:
-        raise ConfigError(f"model.category_balance applies to the categories of {', '.join(categorical)}, "
+    if (m.category_balance or m.category_confidence) and m.variant not in categorical:
+        raise ConfigError(f"model.category_balance / category_confidence apply to the categories of {', '.join(categorical)}, "
                           f"not model.variant={m.variant}")
     if m.label_regularized and (m.variant != "aae" or m.prior not in parts):
         raise ConfigError(f"model.label_regularized needs model.variant=aae and model.prior={' or '.join(parts)}")

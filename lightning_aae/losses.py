@@ -65,9 +65,15 @@ SPARSITY = {"none": None, "l1": lambda code, m: l1_activity(code, m["sparsity_re
 
 def marginal_entropy_gap(probs: torch.Tensor) -> torch.Tensor:
     """log K minus the entropy of the batch's mean q(y|x): 0 when the batch spreads over all K
-    categories equally, log K when it uses one. Per-image confidence is left to the adversary."""
+    categories equally, log K when it uses one. Soft q(y|x) lowers it too: `mean_entropy` is its pair
+    (the two summed are log K minus the mutual information of image and category)."""
     mean = probs.mean(0)
     return math.log(probs.shape[1]) + (mean * mean.clamp_min(1e-12).log()).sum()
+
+
+def mean_entropy(probs: torch.Tensor) -> torch.Tensor:
+    """The mean over the batch of each image's entropy of q(y|x): 0 when every q(y|x) is one-hot."""
+    return -(probs * probs.clamp_min(1e-12).log()).sum(1).mean()
 
 
 def negative_weight_penalty(weights) -> torch.Tensor:

@@ -16,7 +16,7 @@ from torch import nn
 
 from .metrics import (AccuracyMetrics, ClusterCounts, ClusterMetrics, EvalBundle, ReconstructionMetrics,
                       assign_clusters_by_majority, assign_clusters_by_max_posterior)
-from .losses import marginal_entropy_gap
+from .losses import marginal_entropy_gap, mean_entropy
 from .module import AutoencoderModule, one_hot
 from .priors import N_PARTS
 
@@ -137,10 +137,12 @@ class CategoricalAAE(AutoencoderModule):
         return {"code": self.code_of(probs, z), "probs": probs, "logits": self.decoder(self.decoder_input(z, probs))}
 
     def code_penalties(self, batch, out):
-        """Adds model.category_balance x the batch's marginal-entropy gap (an empty category costs)."""
-        terms, weight = super().code_penalties(batch, out), self.model_cfg.get("category_balance", 0.0)
-        if weight:
-            terms["category_balance"] = weight * marginal_entropy_gap(out["probs"])
+        """Adds model.category_balance x the batch's marginal-entropy gap (an empty category costs)
+        and model.category_confidence x its mean entropy of q(y|x) (a soft one costs)."""
+        terms = super().code_penalties(batch, out)
+        for key, loss in (("category_balance", marginal_entropy_gap), ("category_confidence", mean_entropy)):
+            if self.model_cfg.get(key, 0.0):
+                terms[key] = self.model_cfg[key] * loss(out["probs"])
         return terms
 
     def category_noise_at(self, epoch: int) -> float:

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from lightning_aae.losses import (discriminator_accuracy, discriminator_loss, generator_loss, marginal_entropy_gap,
-                                  reconstruction_loss)
+                                  mean_entropy, reconstruction_loss)
 
 
 def test_reconstruction_losses_are_smallest_for_a_perfect_reconstruction():
@@ -60,3 +60,13 @@ def test_marginal_entropy_gap_pulls_the_batch_toward_its_empty_categories():
     marginal_entropy_gap(torch.softmax(logits, 1)).backward()
     # descending the gradient raises the empty third category's logit in every row, lowers the crowded first
     assert (logits.grad[:, 2] < 0).all() and (logits.grad[:2, 0] > 0).all()
+
+
+def test_mean_entropy_is_zero_for_one_hot_rows_and_log_k_for_uniform_ones():
+    k = 4
+    assert mean_entropy(torch.eye(k)).item() == pytest.approx(0.0, abs=1e-6)
+    assert mean_entropy(torch.full((3, k), 1 / k)).item() == pytest.approx(math.log(k), rel=1e-5)
+    mixed = torch.cat([torch.eye(k)[:1], torch.full((1, k), 1 / k)])  # one sure row, one uniform
+    assert mean_entropy(mixed).item() == pytest.approx(math.log(k) / 2, rel=1e-5)
+    # uniform rows have the same mean as balanced one-hots: the gap cannot tell them apart, this term can
+    assert marginal_entropy_gap(torch.full((3, k), 1 / k)).item() == pytest.approx(0.0, abs=1e-6)

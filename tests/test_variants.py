@@ -6,7 +6,7 @@ import torch
 
 from conftest import SMALL
 from lightning_aae.config import load_config
-from lightning_aae.losses import marginal_entropy_gap
+from lightning_aae.losses import marginal_entropy_gap, mean_entropy
 from lightning_aae.metrics import (assign_clusters_by_majority, assign_clusters_by_max_posterior, cluster_error,
                                   hungarian_accuracy)
 from lightning_aae.priors import make_prior
@@ -193,7 +193,7 @@ def test_category_noise_schedule_steps_or_moves_linearly_then_holds(monkeypatch)
     assert 0.08 < (n_fake - fake).std() < 0.12 and 0.08 < (n_real - real).std() < 0.12
 
 
-def test_category_balance_adds_the_marginal_entropy_gap_to_the_reconstruction_loss_and_fills_empty_categories():
+def test_category_balance_and_confidence_join_the_reconstruction_loss_and_balance_fills_empty_categories():
     torch.manual_seed(0)
     x = torch.rand(300, 784)
     batch = StepBatch(x=x, target=x, y=None)
@@ -214,11 +214,17 @@ def test_category_balance_adds_the_marginal_entropy_gap_to_the_reconstruction_lo
         opt.step()
     used.append(len(module.classify(x).argmax(1).unique()))
     assert used == [1, 6]
+    sure = module_for("clustering", "model.n_clusters=6", "model.category_confidence=0.5")
+    out = sure(x)
+    terms = sure.code_penalties(batch, out)
+    assert "category_balance" not in terms
+    assert terms["category_confidence"].item() == pytest.approx(0.5 * mean_entropy(out["probs"]).item())
 
 
 def test_category_balance_is_for_the_categorical_variants_only():
-    with pytest.raises(Exception, match="model.category_balance applies to the categories of"):
-        load_config("configs/aae.yaml", ["model.category_balance=0.1"])
+    for key in ("category_balance", "category_confidence"):
+        with pytest.raises(Exception, match="model.category_balance / category_confidence apply to the categories of"):
+            load_config("configs/aae.yaml", [f"model.{key}=0.1"])
     with pytest.raises(Exception, match="model.category_balance must not be negative"):
         load_config("configs/clustering.yaml", ["model.category_balance=-1"])
 
