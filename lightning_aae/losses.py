@@ -67,13 +67,17 @@ def marginal_entropy_gap(probs: torch.Tensor) -> torch.Tensor:
     """log K minus the entropy of the batch's mean q(y|x): 0 when the batch spreads over all K
     categories equally, log K when it uses one. Soft q(y|x) lowers it too: `mean_entropy` is its pair
     (the two summed are log K minus the mutual information of image and category)."""
-    mean = probs.mean(0)
-    return math.log(probs.shape[1]) + (mean * mean.clamp_min(1e-12).log()).sum()
+    return math.log(probs.shape[1]) - _entropy(probs.mean(0))
 
 
 def mean_entropy(probs: torch.Tensor) -> torch.Tensor:
     """The mean over the batch of each image's entropy of q(y|x): 0 when every q(y|x) is one-hot."""
-    return -(probs * probs.clamp_min(1e-12).log()).sum(1).mean()
+    return _entropy(probs).mean()
+
+
+def _entropy(probs: torch.Tensor) -> torch.Tensor:
+    """Entropy of each distribution along the last dimension (0 log 0 taken as 0)."""
+    return -(probs * probs.clamp_min(1e-12).log()).sum(-1)
 
 
 def negative_weight_penalty(weights) -> torch.Tensor:

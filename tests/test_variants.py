@@ -197,7 +197,8 @@ def test_category_balance_and_confidence_join_the_reconstruction_loss_and_balanc
     torch.manual_seed(0)
     x = torch.rand(300, 784)
     batch = StepBatch(x=x, target=x, y=None)
-    assert "category_balance" not in module_for("clustering").code_penalties(batch, module_for("clustering")(x))
+    plain = module_for("clustering")
+    assert "category_balance" not in plain.code_penalties(batch, plain(x))
     module = module_for("clustering", "model.n_clusters=6", "model.category_balance=2.0").train()
     with torch.no_grad():  # start collapsed: every image in category 0
         [m for m in module.encoder.modules() if isinstance(m, torch.nn.Linear)][-1].bias[0] += 20.0
