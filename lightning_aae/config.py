@@ -84,6 +84,8 @@ class ModelConfig:
     category_balance: float = 0.0
     # (ours) weight of the batch's mean entropy of q(y|x) in the same loss: confident categories
     category_confidence: float = 0.0
+    # (ours) the epoch from which category_balance and category_confidence apply (before it: the paper)
+    category_terms_from: int = 0
     head_distance: float = 2.0  # dim_reduction: cluster heads closer than this are penalised
     head_penalty: float = 1.0  # dim_reduction: weight of that hinge penalty
     kl_weight: float = 1.0  # vae
@@ -317,17 +319,13 @@ def _check_choices(cfg: DictConfig) -> None:
     for key, value in positive.items():
         if not value > 0:
             raise ConfigError(f"{key} must be positive, got {value}")
-    for key, value in {"data.labels_per_class": d.labels_per_class, "model.dropout": m.dropout,
-                       "model.category_noise": m.category_noise, "model.input_noise": m.input_noise,
-                       "model.sparsity_weight": m.sparsity_weight, "model.nonnegative_weight": m.nonnegative_weight,
-                       "optim.momentum": o.momentum,
-                       "optim.weight_decay": o.weight_decay, "optim.grad_clip": o.grad_clip,
-                       "model.category_noise_final": m.category_noise_final,  # None: no schedule
-                       "model.category_noise_from": m.category_noise_from,
-                       "model.category_noise_epochs": m.category_noise_epochs,
-                       "model.category_balance": m.category_balance,
-                       "model.category_confidence": m.category_confidence}.items():
-        if value is not None and value < 0:
+    non_negative = ["data.labels_per_class", "optim.momentum", "optim.weight_decay", "optim.grad_clip"] + [
+        f"model.{key}" for key in ("dropout", "input_noise", "sparsity_weight", "nonnegative_weight", "category_noise",
+                                   "category_noise_final", "category_noise_from", "category_noise_epochs",
+                                   "category_balance", "category_confidence", "category_terms_from")]
+    for key in non_negative:
+        value = OmegaConf.select(cfg, key)
+        if value is not None and value < 0:  # None: category_noise_final unscheduled
             raise ConfigError(f"{key} must not be negative, got {value}")
     for key in ("dropout", "input_mask", "input_dropout"):
         if not 0 <= m[key] < 1:
@@ -406,6 +404,9 @@ def _check_variant(cfg: DictConfig) -> None:
     if (m.category_balance or m.category_confidence) and m.variant not in categorical:
         raise ConfigError(f"model.category_balance / category_confidence apply to the categories of {', '.join(categorical)}, "
                           f"not model.variant={m.variant}")
+    if m.category_terms_from and not (m.category_balance or m.category_confidence):
+        raise ConfigError("model.category_terms_from says when model.category_balance / category_confidence begin: "
+                          "set one of them")
     if m.label_regularized and (m.variant != "aae" or m.prior not in parts):
         raise ConfigError(f"model.label_regularized needs model.variant=aae and model.prior={' or '.join(parts)}")
     if m.code_activation != "identity" and not VARIANTS[m.variant].plain_code:

@@ -138,8 +138,11 @@ class CategoricalAAE(AutoencoderModule):
 
     def code_penalties(self, batch, out):
         """Adds model.category_balance x the batch's marginal-entropy gap (an empty category costs)
-        and model.category_confidence x its mean entropy of q(y|x) (a soft one costs)."""
+        and model.category_confidence x its mean entropy of q(y|x) (a soft one costs), both from
+        epoch model.category_terms_from on."""
         terms = super().code_penalties(batch, out)
+        if self.current_epoch < self.model_cfg.get("category_terms_from", 0):
+            return terms
         for key, loss in (("category_balance", marginal_entropy_gap), ("category_confidence", mean_entropy)):
             if self.model_cfg.get(key, 0.0):
                 terms[key] = self.model_cfg[key] * loss(out["probs"])

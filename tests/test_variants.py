@@ -222,6 +222,24 @@ def test_category_balance_and_confidence_join_the_reconstruction_loss_and_balanc
     assert terms["category_confidence"].item() == pytest.approx(0.5 * mean_entropy(out["probs"]).item())
 
 
+def test_category_terms_begin_at_category_terms_from(monkeypatch):
+    torch.manual_seed(0)
+    x = torch.rand(64, 784)
+    batch = StepBatch(x=x, target=x, y=None)
+    late = module_for("clustering", "model.n_clusters=6", "model.category_balance=0.01",
+                      "model.category_confidence=0.02", "model.category_terms_from=80")
+    out = late(x)
+    for epoch, present in ((0, False), (79, False), (80, True), (130, True)):
+        monkeypatch.setattr(type(late), "current_epoch", property(lambda self, e=epoch: e))
+        terms = late.code_penalties(batch, out)
+        assert ("category_balance" in terms, "category_confidence" in terms) == (present, present), epoch
+    assert terms["category_balance"].item() == pytest.approx(0.01 * marginal_entropy_gap(out["probs"]).item())
+    with pytest.raises(Exception, match="category_terms_from says when model.category_balance"):
+        load_config("configs/clustering.yaml", ["model.category_terms_from=80"])
+    with pytest.raises(Exception, match="category_terms_from must not be negative"):
+        load_config("configs/clustering.yaml", ["model.category_terms_from=-1", "model.category_balance=0.01"])
+
+
 def test_category_balance_is_for_the_categorical_variants_only():
     for key in ("category_balance", "category_confidence"):
         with pytest.raises(Exception, match="model.category_balance / category_confidence apply to the categories of"):
