@@ -133,3 +133,28 @@ def test_a_resumed_fit_trains_with_the_configs_rates_not_the_checkpoints(small_o
     assert [g["lr"] for g in groups] == [5e-4, 3e-4, 3e-4]  # recon, disc, gen
     assert all(tuple(g["betas"]) == (0.9, 0.99) for g in groups)
     assert resumed["lr_schedulers"] == []
+
+
+def test_the_category_schedule_added_at_the_resumed_epoch_equals_configs_clustering30_run_from_the_start(
+        small_overrides, tmp_path):
+    """The recorded 30-cluster balance runs trained 80 epochs, then resumed with the noise drop and the
+    balance term set; configs/clustering30.yaml runs that schedule as one command. Here at epoch 1."""
+    base = small_overrides + ["trainer.limit_train_batches=4", "seed=7", "trainer.max_epochs=2"]
+    at_1 = ["model.category_noise_from=1", "model.category_terms_from=1"]
+    train(load_config("configs/clustering30.yaml", base + at_1 + [f"output_dir={tmp_path}/a"]), verbose=False)
+    trunk = ["model.category_noise_final=null", "model.category_noise_from=0", "model.category_balance=0",
+             "model.category_terms_from=0", f"output_dir={tmp_path}/b"]
+    train(load_config("configs/clustering30.yaml", base + trunk + ["trainer.max_epochs=1"]), verbose=False)
+    # as recorded: the term unscheduled, on from the epoch the fork resumes at
+    fork = ["model.category_noise_from=1", "model.category_terms_from=0", f"output_dir={tmp_path}/b", "ckpt_path=last"]
+    train(load_config("configs/clustering30.yaml", base + fork), verbose=False)
+
+    a, b = _last(tmp_path / "a"), _last(tmp_path / "b")
+    assert a["epoch"] == b["epoch"] == 1
+    for k in a["state_dict"]:
+        assert torch.equal(a["state_dict"][k], b["state_dict"][k]), k
+    # the same path, and not the path of a run without the schedule
+    plain = trunk[:-1] + [f"output_dir={tmp_path}/c"]
+    train(load_config("configs/clustering30.yaml", base + plain), verbose=False)
+    c = _last(tmp_path / "c")
+    assert any(not torch.equal(a["state_dict"][k], c["state_dict"][k]) for k in a["state_dict"])
