@@ -1,9 +1,9 @@
 """Every YAML in configs/ trains, validates and tests with fast_dev_run; a new config needs no new test."""
-import json
 from pathlib import Path
 
 import pytest
 
+from lightning_aae import results
 from lightning_aae.config import load_config
 from lightning_aae.training import train
 
@@ -40,8 +40,8 @@ RUN_ONLY = ("seed", "num_threads", "output_dir", "ckpt_path", "logger.", "traine
 def test_a_recipe_config_trains_what_its_recorded_runs_trained(name):
     root = Path(__file__).resolve().parents[1]
     recipe, implied = RECIPES[name]
-    rows = [json.loads(line) for line in (root / "docs" / "results.jsonl").read_text().splitlines() if line.strip()]
-    commands = {r["command"] for r in rows if r["recipe"] == recipe and "model.category_noise_from=" in r["command"]}
+    commands = {r["command"] for r in results.read(root / results.REGISTRY)
+                if r["recipe"] == recipe and "model.category_noise_from=" in r["command"]}
     assert len(commands) >= 2, recipe  # several seeds recorded
     ours = load_config(root / "configs" / f"{name}.yaml")
     for command in commands:
