@@ -1,8 +1,8 @@
 """Training guards that are not the model's business: the divergence check, the RNG state, and the
-wall clock of a run that was stopped and resumed."""
+history (wall clock, validation curve) of a run that was stopped and resumed."""
 from __future__ import annotations
 
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import torch
 from lightning.pytorch.callbacks import Callback
@@ -68,30 +68,57 @@ class RNGState(Callback):
 
 
 class WallClock(Callback):
-    """Every checkpoint carries the run's earlier segments: where a fit resumed from a checkpoint,
-    each part that trained before it, with its commit, command, date and wall seconds. A run that
-    was preempted and resumed (or extended to more epochs) is then recorded with the wall time of
-    all its parts, and with the code each part ran, not only the last part's.
+    """Every checkpoint carries the run's history before this part: where a fit resumed from a
+    checkpoint, each part that trained before it (commit, command, date, wall seconds), and the
+    monitored validation metric of every epoch so far. A run that was preempted and resumed, extended
+    to more epochs, or forked from another run's checkpoint into a new folder is then recorded with
+    the wall time and code of all its parts and with its whole validation curve, not only the last
+    part's.
 
-    `start` is `lightning_aae.results.provenance()` of this part; `earlier` after a resume."""
+    `start` is `lightning_aae.results.provenance()` of this part; `monitor` the metric whose curve is
+    kept (the checkpoint callback's; None keeps none)."""
 
-    def __init__(self, start: Dict[str, Any]):
-        self.start = start
+    def __init__(self, start: Dict[str, Any], monitor: Optional[str] = None):
+        self.start, self.monitor = start, monitor
         self.earlier: List[Dict[str, Any]] = []
-        self._loaded: List[Dict[str, Any]] = []
+        self.values: Dict[int, float] = {}  # epoch -> monitored validation value
+        self._loaded: Optional[Dict[str, Any]] = None
 
     def state_dict(self) -> Dict[str, Any]:
-        return {"segments": [*self.earlier, segment(self.start)]}
+        return {"segments": [*self.earlier, segment(self.start)],
+                "curve": {"metric": self.monitor, "values": sorted(self.values.items())}}
 
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
         # testing a checkpoint restores callback states too: only a fit that resumes takes them
-        self._loaded = list(state_dict.get("segments", []))
+        self._loaded = state_dict
+
+    def _adopt(self) -> None:
+        if self._loaded is None:
+            return
+        loaded, self._loaded = self._loaded, None
+        self.earlier = list(loaded.get("segments", []))
+        curve = loaded.get("curve") or {}  # none in checkpoints written before 2026-12-01
+        self.values = {int(e): float(v) for e, v in curve.get("values", [])} if curve.get("metric") == self.monitor else {}
 
     def on_train_start(self, trainer, module) -> None:  # after every restore, whatever the strategy
-        self.earlier, self._loaded = self._loaded, []
+        self._adopt()
 
     def on_fit_end(self, trainer, module) -> None:
         # resumed with no epoch left to train (to test a stopped run's best checkpoint): Lightning
         # skips the training loop and on_train_start with it, but the earlier parts still count
-        if self._loaded:
-            self.earlier, self._loaded = self._loaded, []
+        self._adopt()
+
+    def on_validation_end(self, trainer, module) -> None:
+        # before the checkpoint callbacks (Lightning runs them last), so this epoch's checkpoint has it
+        if trainer.sanity_checking or self.monitor not in trainer.callback_metrics:
+            return
+        self.values[trainer.current_epoch] = float(trainer.callback_metrics[self.monitor])
+
+    def curve(self) -> Optional[Dict[str, Any]]:
+        """The monitored metric per epoch, as result.json keeps it: values from first_epoch on, one
+        per epoch, None for an epoch without validation; None when there is no value at all."""
+        if not self.values:
+            return None
+        first, last = min(self.values), max(self.values)
+        return {"metric": self.monitor, "first_epoch": first,
+                "values": [self.values.get(e) for e in range(first, last + 1)]}

@@ -1,10 +1,14 @@
-"""Per-epoch curves of several runs in one figure, read from their logs.
+"""Per-epoch curves of several runs in one figure, read from their logs, run folders or the registry.
 
 A run trained without a progress bar (`trainer.enable_progress_bar=false`, as background runs are)
 prints one line per epoch (callbacks/summary.py): `epoch N 61.2s key=value ...`. This reads those
 lines back, so a comparison of runs can be redrawn from their logs alone:
 
     python -m lightning_aae.curves ours=ours.log shift=shift.log --metric val/error --percent --out cmp.png
+
+Every run also keeps the curve of its checkpoint's metric (result.json's `curve`, the registry's
+`val_curve`), so a source may instead be a run folder, or `docs/results.jsonl#RUN` for the recorded
+run whose folder is named RUN: figures of recorded runs can be redrawn on any checkout.
 
 A run resumed into a second log: NAME=first.log,second.log (a later line for an epoch wins).
 Noisy curves read better with `--smooth K` (a line through the mean of each epoch's last K values,
@@ -13,6 +17,7 @@ the raw values as faint points) and `--first-epoch N` (only epochs from N on, e.
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 from pathlib import Path
@@ -24,11 +29,42 @@ from .errors import EXIT_INPUT, EXIT_STORAGE, fail
 EPOCH_LINE = re.compile(r"^epoch (\d+) [\d.]+s (.*)$")
 
 
+def kept_curve(source: str | Path, metric: str) -> Dict[int, float]:
+    """epoch -> value of a run's kept validation curve: from a run folder's result.json, or from the
+    registry line of the run named after '#' (REGISTRY.jsonl#RUN, RUN the run folder's name)."""
+    text = str(source)
+    if "#" in text:
+        registry, _, run = text.partition("#")
+        from .results import read
+
+        try:
+            rows = [r for r in read(Path(registry)) if Path(r.get("run_dir", "")).name == run and r.get("val_curve")]
+        except ValueError as exc:
+            raise DataError(str(exc)) from None
+        if not rows:
+            raise DataError(f"{registry}: no recorded run named {run} with a val_curve")
+        curve = rows[-1]["val_curve"]
+    else:
+        path = Path(source) / "result.json"
+        if not path.is_file():
+            raise DataError(f"{path} not found: is the run finished?")
+        curve = json.loads(path.read_text()).get("curve")
+        if not curve:
+            raise DataError(f"{path} keeps no validation curve (a run from before 2026-12-01: use its log)")
+    if curve["metric"] != metric:
+        raise DataError(f"{source} keeps the curve of {curve['metric']}, not {metric}")
+    return {curve["first_epoch"] + i: v for i, v in enumerate(curve["values"]) if v is not None}
+
+
 def read_curve(logs: Sequence[str | Path], metric: str) -> Dict[int, float]:
-    """epoch -> value of `metric` from the epoch lines of these logs, in order."""
+    """epoch -> value of `metric` from these sources in order (a later value for an epoch wins): logs'
+    epoch lines, or kept curves (a run folder, REGISTRY#RUN; see kept_curve)."""
     curve: Dict[int, float] = {}
     for log in logs:
         path = Path(log)
+        if "#" in str(log) or path.is_dir():
+            curve.update(kept_curve(log, metric))
+            continue
         if not path.is_file():
             raise DataError(f"log not found: {path}")
         for line in path.read_text(errors="replace").splitlines():
@@ -93,7 +129,7 @@ def parse_runs(specs: List[str]) -> Dict[str, List[str]]:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m lightning_aae.curves", description=__doc__.splitlines()[0])
-    p.add_argument("runs", nargs="+", help="NAME=LOG[,LOG...], one line per run in this order")
+    p.add_argument("runs", nargs="+", help="NAME=SOURCE[,SOURCE...] (a log, a run folder, REGISTRY#RUN), one line per run")
     p.add_argument("--metric", default="val/error")
     p.add_argument("--percent", action="store_true", help="draw the metric x 100 (errors as percentages)")
     p.add_argument("--title", default="")

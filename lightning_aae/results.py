@@ -4,7 +4,8 @@
     python -m lightning_aae.results table [--write docs/results.md]                     # regenerate the tables
 
 `train()` leaves `result.json` in every run folder (command, commit, date, hardware, wall time,
-epochs, test metrics); `record` turns it into a registry line. The tables in docs/results.md sit
+epochs, test metrics, the validation curve of the checkpoint's metric); `record` turns it into a
+registry line, the curve included (`val_curve`), so curves survive the run folder. The tables in docs/results.md sit
 between two markers and are only ever written by `table`, so they cannot drift from the runs.
 """
 from __future__ import annotations
@@ -125,8 +126,37 @@ def registry_lines(result: Dict[str, Any], recipe: Optional[str] = None,
                 "value": round(result["metrics"][key] * scale, 6 if scale == 1.0 else 4)}
         line.update({k: result[k] for k in ("command", "commit", "date", "hardware", "wall_s", "run_dir")})
         line.update({"segments": result["segments"]} if result.get("segments") else {})
+        if not lines and result.get("curve"):  # the main line carries the run's validation curve
+            line["val_curve"] = rounded_curve(result["curve"])
         lines.append(line)
     return lines
+
+
+def rounded_curve(curve: Dict[str, Any], digits: int = 5) -> Dict[str, Any]:
+    return {**curve, "values": [None if v is None else round(v, digits) for v in curve["values"]]}
+
+
+def curve_from_logs(result: Dict[str, Any], logs: List[str]) -> Dict[str, Any]:
+    """For a run whose result.json has no curve (trained before runs kept one): the curve of its
+    checkpoint's metric read from the epoch lines of its logs, in order (lightning_aae.curves)."""
+    from .curves import read_curve
+    from .data import DataError
+
+    if result.get("curve"):
+        raise ValueError("the run's result.json has its own validation curve; --log is for runs without one")
+    metric = ((result["config"].get("callbacks") or {}).get("checkpoint") or {}).get("monitor")
+    try:
+        values = read_curve(logs, metric) if metric else {}
+    except DataError as exc:
+        raise ValueError(f"--log: {exc}") from None
+    if not values:
+        raise ValueError(f"--log: no epoch line in {', '.join(logs)} gives {metric or 'the checkpoint metric'}")
+    first, last = min(values), max(values)
+    best = result.get("best_epoch")
+    if last >= result["epochs"] or (best is not None and best not in values):
+        raise ValueError(f"--log: the logs give epochs {first}-{last}, not those of a run of {result['epochs']} "
+                         f"epochs whose best is {best}: logs of another run?")
+    return {"metric": metric, "first_epoch": first, "values": [values.get(e) for e in range(first, last + 1)]}
 
 
 def registry_line(result: Dict[str, Any], recipe: Optional[str] = None) -> Dict[str, Any]:
@@ -256,13 +286,14 @@ def segment(start: Dict[str, Any]) -> Dict[str, Any]:
 
 def run_record(cfg: Dict[str, Any], metrics: Dict[str, float], epochs: int, best_epoch: Optional[int],
                start: Dict[str, Any], run_dir: Path, accelerator: str,
-               earlier: Iterable[Dict[str, Any]] = ()) -> Dict[str, Any]:
+               earlier: Iterable[Dict[str, Any]] = (), curve: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """What train() leaves as <run_dir>/result.json. `earlier`: the parts of a resumed run that trained
     before this one (callbacks.WallClock); its wall time is then theirs plus this part's, and
-    `segments` names every part's commit, command, date and wall seconds."""
+    `segments` names every part's commit, command, date and wall seconds. `curve`: the monitored
+    validation metric per epoch over all parts (WallClock.curve())."""
     record = {"config": cfg, "metrics": metrics, "epochs": epochs, "best_epoch": best_epoch, **segment(start),
               "hardware": hardware(accelerator, cfg.get("num_threads")), "run_dir": str(run_dir),
-              "recipe": cfg["logger"]["group"]}
+              "recipe": cfg["logger"]["group"], **({"curve": curve} if curve else {})}
     return with_earlier(record, list(earlier))
 
 
@@ -306,12 +337,16 @@ def main(argv=None) -> int:
     rec.add_argument("--resumed-from", metavar="RUN_DIR",
                      help="the finished run whose last checkpoint this run resumed from, where the checkpoint "
                      "predates the wall clock it now carries: its wall time and commit are counted in")
+    rec.add_argument("--log", nargs="+", metavar="LOG", help="for one run trained before runs kept their "
+                     "validation curve: its logs (epoch lines, in order), to record the curve from")
     tab = sub.add_parser("table", help="print the tables, or write them into a Markdown file between the markers")
     tab.add_argument("--write", help="e.g. docs/results.md")
     tab.add_argument("--registry", default=str(REGISTRY))
     args = p.parse_args(argv)
     try:
         if args.cmd == "record":
+            if args.log and len(args.run_dirs) != 1:
+                raise ValueError("--log reads the curve of one run: give one run folder")
             for d in args.run_dirs:
                 path = Path(d) / "result.json"
                 if not path.is_file():
@@ -319,6 +354,8 @@ def main(argv=None) -> int:
                 result = json.loads(path.read_text())
                 if args.resumed_from:
                     result = resumed_from(result, Path(args.resumed_from))
+                if args.log:
+                    result = {**result, "curve": curve_from_logs(result, args.log)}
                 lines = registry_lines(result, args.recipe, args.experiment)
                 for line in lines:
                     line.update({"commit": args.commit} if args.commit else {})

@@ -289,7 +289,7 @@ def train(cfg: DictConfig, verbose: bool = True, extra_callbacks: Optional[list]
 
     module = build_module(cfg)  # the resolved run config travels in its hyperparameters
     logger = build_logger(cfg, run_dir)  # every rank: non-zero ranks get W&B's dummy run
-    clock = WallClock(start)  # resumed, it holds the earlier parts' wall time and commits
+    clock = WallClock(start, cfg.callbacks.checkpoint.monitor)  # resumed, it holds the earlier parts and curve
     callbacks = build_callbacks(cfg, run_dir) + [clock] + list(extra_callbacks or [])
     trainer = L.Trainer(**trainer_kwargs(cfg), logger=logger if logger is not None else False,
                         callbacks=callbacks, default_root_dir=str(run_dir), plugins=[SafeCheckpointIO()])
@@ -303,7 +303,7 @@ def train(cfg: DictConfig, verbose: bool = True, extra_callbacks: Optional[list]
         if logger is not None and trainer.is_global_zero:
             logger.experiment.summary.update({k: v for k, v in metrics.items() if k.startswith("test/")})
         if trainer.is_global_zero:
-            _write_result(cfg, trainer, metrics, best, start, run_dir, clock.earlier)
+            _write_result(cfg, trainer, metrics, best, start, run_dir, clock.earlier, clock.curve())
     except DivergenceError:
         if logger is not None and trainer.is_global_zero:
             logger.experiment.finish(exit_code=1)  # the W&B run shows as failed
@@ -322,7 +322,7 @@ def train(cfg: DictConfig, verbose: bool = True, extra_callbacks: Optional[list]
 
 
 def _write_result(cfg: DictConfig, trainer, metrics: Dict[str, float], best: str, start: Dict[str, Any],
-                  run_dir: Path, earlier: list) -> None:
+                  run_dir: Path, earlier: list, curve: Optional[Dict[str, Any]] = None) -> None:
     """result.json: what `python -m lightning_aae.results record` puts in the registry."""
     import json
 
@@ -331,7 +331,7 @@ def _write_result(cfg: DictConfig, trainer, metrics: Dict[str, float], best: str
     stem = Path(best).stem if best else ""
     best_epoch = int(stem[5:]) if stem.startswith("epoch") and stem[5:].isdigit() else None
     record = run_record(OmegaConf.to_container(cfg, resolve=True), metrics, trainer.current_epoch, best_epoch,
-                        start, run_dir, trainer.strategy.root_device.type, earlier)
+                        start, run_dir, trainer.strategy.root_device.type, earlier, curve)
     write_text_atomic(run_dir / "result.json", json.dumps(record, indent=1, sort_keys=True))
 
 

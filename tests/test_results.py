@@ -159,3 +159,28 @@ def test_resumed_from_refuses_another_seed_a_longer_run_and_counting_twice(tmp_p
     counted = results.with_earlier(later, [{"commit": "a", "command": "c", "date": "d", "wall_s": 1.0}])
     with pytest.raises(ValueError, match="twice"):
         results.resumed_from(counted, tmp_path / "e")
+
+
+def test_a_run_without_a_kept_curve_is_recorded_with_the_curve_of_its_logs(tmp_path, capsys):
+    result = {**_result(0, 0.03), "epochs": 3, "best_epoch": 1}
+    result["config"]["callbacks"] = {"checkpoint": {"monitor": "val/error"}}
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "result.json").write_text(json.dumps(result))
+    first, second = tmp_path / "a.log", tmp_path / "b.log"
+    first.write_text("wandb: noise\nepoch 0 60.1s val/recon_loss=0.1 val/error=0.0512\nepoch 1 59.8s val/error=0.04\n")
+    second.write_text("epoch 1 61.0s val/error=0.0301\nepoch 2 60.0s val/error=0.035\n")  # resumed: epoch 1 again
+    reg = tmp_path / "r.jsonl"
+    assert results.main(["record", str(tmp_path / "run"), "--log", str(first), str(second), "--registry", str(reg)]) == 0
+    assert results.read(reg)[0]["val_curve"] == {"metric": "val/error", "first_epoch": 0, "values": [0.0512, 0.0301, 0.035]}
+    # logs that cannot be this run's (past its last epoch), two runs for one log, a run with its own curve
+    second.write_text("epoch 3 60.0s val/error=0.035\n")
+    assert results.main(["record", str(tmp_path / "run"), "--log", str(first), str(second), "--registry", str(reg)]) == 2
+    assert "logs of another run?" in capsys.readouterr().err
+    assert results.main(["record", str(tmp_path / "run"), str(tmp_path / "run"), "--log", str(first),
+                         "--registry", str(reg)]) == 2
+    assert "give one run folder" in capsys.readouterr().err
+    (tmp_path / "run" / "result.json").write_text(json.dumps({**result, "curve": {"metric": "val/error",
+                                                                                  "first_epoch": 0, "values": [0.1]}}))
+    assert results.main(["record", str(tmp_path / "run"), "--log", str(first), "--registry", str(reg)]) == 2
+    assert "has its own validation curve" in capsys.readouterr().err
+    assert len(results.read(reg)) == 1  # nothing refused was recorded

@@ -47,6 +47,10 @@ def test_two_epochs_equal_one_plus_resumed_one(small_overrides, tmp_path):
     assert 0 < before["wall_s"] <= first_result["wall_s"]  # saved at the end of epoch 0, before testing
     assert before["command"] == first_result["command"] and after["command"] == both["command"]
     assert both["wall_s"] == round(before["wall_s"] + after["wall_s"], 1)
+    # and its validation curve is the straight run's, the first part's epoch carried by the checkpoint
+    assert straight_result["curve"]["metric"] == both["curve"]["metric"] == "val/recon_loss"
+    assert both["curve"]["first_epoch"] == 0 and both["curve"]["values"] == straight_result["curve"]["values"]
+    assert first_result["curve"]["values"] == both["curve"]["values"][:1] and len(both["curve"]["values"]) == 2
     # resumed with no epoch left to train (only to test a stopped run): the earlier parts still count
     train(load_config("configs/aae.yaml", base + ["trainer.max_epochs=2", f"output_dir={tmp_path}/b",
                                                   "ckpt_path=last"]), verbose=False)
@@ -158,3 +162,33 @@ def test_the_category_schedule_added_at_the_resumed_epoch_equals_configs_cluster
     train(load_config("configs/clustering30.yaml", base + plain), verbose=False)
     c = _last(tmp_path / "c")
     assert any(not torch.equal(a["state_dict"][k], c["state_dict"][k]) for k in a["state_dict"])
+
+
+def test_a_fork_into_a_new_folder_keeps_the_curve_of_the_run_it_forked_from(small_overrides, tmp_path):
+    """The late-drop forks resume a copied checkpoint into a folder of their own: their result, their
+    registry line and the curves tool still see the trunk's epochs before the fork's."""
+    from lightning_aae import curves, results
+
+    base = small_overrides + ["trainer.limit_train_batches=4", "seed=7"]
+    train(load_config("configs/clustering.yaml", base + ["trainer.max_epochs=1", f"output_dir={tmp_path}/trunk"]),
+          verbose=False)
+    (trunk_dir,) = (tmp_path / "trunk" / "clustering").iterdir()
+    copied = tmp_path / "trunk1.ckpt"
+    copied.write_bytes((trunk_dir / "checkpoints" / "last.ckpt").read_bytes())
+    train(load_config("configs/clustering.yaml", base + ["trainer.max_epochs=2", "model.category_noise_final=0.0",
+                                                         "model.category_noise_from=1", f"output_dir={tmp_path}/fork",
+                                                         f"ckpt_path={copied}"]), verbose=False)
+    (fork_dir,) = (tmp_path / "fork" / "clustering").iterdir()
+    trunk, fork = (json.loads((d / "result.json").read_text()) for d in (trunk_dir, fork_dir))
+    assert fork["curve"]["metric"] == "val/cluster_error" and fork["curve"]["first_epoch"] == 0
+    assert len(fork["curve"]["values"]) == 2 and fork["curve"]["values"][0] == trunk["curve"]["values"][0]
+
+    registry = tmp_path / "results.jsonl"
+    assert results.main(["record", str(fork_dir), "--registry", str(registry)]) == 0
+    (line,) = results.read(registry)
+    assert line["val_curve"] == results.rounded_curve(fork["curve"])
+    from_folder = curves.read_curve([fork_dir], "val/cluster_error")
+    from_registry = curves.read_curve([f"{registry}#{fork_dir.name}"], "val/cluster_error")
+    assert list(from_folder) == [0, 1] and from_registry == pytest.approx(from_folder, abs=1e-5)
+    with pytest.raises(curves.DataError, match="not val/error"):
+        curves.read_curve([fork_dir], "val/error")
