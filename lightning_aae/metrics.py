@@ -63,6 +63,14 @@ def cluster_error(counts: torch.Tensor, cluster_labels: torch.Tensor) -> torch.T
     return 1 - correct.double() / counts.sum().clamp_min(1)
 
 
+def cluster_error_by_class(counts: torch.Tensor, cluster_labels: torch.Tensor) -> torch.Tensor:
+    """Per true class, the share of its images whose cluster is named after another class [n_classes]
+    (NaN for a class without images). Weighted by the classes' sizes they average to cluster_error."""
+    named = torch.nn.functional.one_hot(cluster_labels.long().to(counts.device), counts.shape[1]).bool()
+    correct = (counts * named).sum(0)
+    return 1 - correct.double() / counts.sum(0).double()
+
+
 def hungarian_accuracy(counts: torch.Tensor) -> float:
     """Accuracy under the best one-to-one matching of clusters to digits (clusters left unmatched count as wrong)."""
     c = counts.detach().cpu().numpy().astype(np.int64)
@@ -219,6 +227,9 @@ class ClusterMetrics(EvalBundle):
         majority = module.cluster_assignment_majority
         if majority is not None:
             values[f"{stage}/cluster_error_majority"] = cluster_error(counts, majority).float()
+        if stage == "test":  # which classes the error comes from (kept out of the per-epoch validation logs)
+            by_class = cluster_error_by_class(counts, module.cluster_assignment).float()
+            values.update({f"test/cluster_error_class_{c}": v for c, v in enumerate(by_class) if not v.isnan()})
         return values
 
 

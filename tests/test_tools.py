@@ -11,6 +11,7 @@ from PIL import Image
 
 from conftest import SMALL_NETS
 from lightning_aae.config import load_config
+from lightning_aae.data import load_mnist
 from lightning_aae.evaluate import evaluate
 from lightning_aae.generate import main as generate
 from lightning_aae.parzen import choose_sigma, parzen_log_likelihood
@@ -55,6 +56,10 @@ def test_evaluate_scores_a_clustering_checkpoint_by_the_papers_rule(tmp_path, da
     for key in ("test/cluster_error", "test/cluster_error_majority", "test/hungarian_accuracy", "test/clusters_used"):
         assert again[key] == pytest.approx(metrics[key], abs=1e-6)
     assert (tmp_path / "eval-figures" / "test_clusters.png").is_file()
+    # and by digit: the ten rates, weighted by the test set's digit counts, make the cluster error
+    digits = torch.bincount(load_mnist(data_root, "test")[1], minlength=10)
+    by_digit = torch.tensor([again[f"test/cluster_error_class_{d}"] for d in range(10)], dtype=torch.float64)
+    assert (by_digit * digits).sum() / 10000 == pytest.approx(again["test/cluster_error"], abs=1e-5)
     # a checkpoint saved before the namings travelled with it: both are learned from validation at test
     ckpt = torch.load(best, map_location="cpu", weights_only=False)
     for key in ("cluster_assignment", "cluster_assignment_majority"):

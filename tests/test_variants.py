@@ -8,7 +8,7 @@ from conftest import SMALL
 from lightning_aae.config import load_config
 from lightning_aae.losses import marginal_entropy_gap, mean_entropy
 from lightning_aae.metrics import (assign_clusters_by_majority, assign_clusters_by_max_posterior, cluster_error,
-                                  hungarian_accuracy)
+                                   cluster_error_by_class, hungarian_accuracy)
 from lightning_aae.priors import make_prior
 from lightning_aae.schedule import StepBatch, reconstruction_phase
 from lightning_aae.training import train
@@ -67,6 +67,11 @@ def test_cluster_error_rule():
     assert cluster_error(counts, perfect).item() == pytest.approx(5 / 100)
     assert cluster_error(counts, torch.tensor([1, 2, 4])).item() == pytest.approx(15 / 100)
     assert hungarian_accuracy(counts) == pytest.approx(95 / 100)
+    # by class: all 4s are in a cluster named 3; no 0 at all; weighted by class sizes: the cluster error
+    by_class = cluster_error_by_class(counts, perfect)
+    assert by_class[[1, 2, 3, 4]].tolist() == [0, 0, 0, 1] and by_class[0].isnan()
+    sizes = counts.sum(0)
+    assert (by_class.nan_to_num() * sizes).sum() / sizes.sum() == pytest.approx(cluster_error(counts, perfect).item())
     # two clusters holding 7s: matching is one-to-one, so the second one counts as wrong
     assert hungarian_accuracy(torch.tensor([[0] * 7 + [10, 0, 0], [0] * 7 + [10, 0, 0]])) == 0.5
 
