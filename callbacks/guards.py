@@ -7,7 +7,7 @@ from typing import Any, Dict, List, Optional
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from lightning_aae.results import segment
+from lightning_aae.results import curve_record, segment
 from lightning_aae.schedule import DivergenceError
 
 
@@ -115,10 +115,5 @@ class WallClock(Callback):
         self.values[trainer.current_epoch] = float(trainer.callback_metrics[self.monitor])
 
     def curve(self) -> Optional[Dict[str, Any]]:
-        """The monitored metric per epoch, as result.json keeps it: values from first_epoch on, one
-        per epoch, None for an epoch without validation; None when there is no value at all."""
-        if not self.values:
-            return None
-        first, last = min(self.values), max(self.values)
-        return {"metric": self.monitor, "first_epoch": first,
-                "values": [self.values.get(e) for e in range(first, last + 1)]}
+        """The monitored metric per epoch, as result.json keeps it (results.curve_record)."""
+        return curve_record(self.monitor, self.values)

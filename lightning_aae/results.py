@@ -5,8 +5,9 @@
 
 `train()` leaves `result.json` in every run folder (command, commit, date, hardware, wall time,
 epochs, test metrics, the validation curve of the checkpoint's metric); `record` turns it into a
-registry line, the curve included (`val_curve`), so curves survive the run folder. The tables in docs/results.md sit
-between two markers and are only ever written by `table`, so they cannot drift from the runs.
+registry line, the curve included (`val_curve`), so curves outlive the run folder. The tables in
+docs/results.md sit between two markers and are only ever written by `table`, so they cannot drift
+from the runs.
 """
 from __future__ import annotations
 
@@ -132,6 +133,15 @@ def registry_lines(result: Dict[str, Any], recipe: Optional[str] = None,
     return lines
 
 
+def curve_record(metric: str, values: Dict[int, float]) -> Optional[Dict[str, Any]]:
+    """A curve as result.json and the registry keep it: one value per epoch from first_epoch on, None
+    for an epoch without one; None when there is no value at all."""
+    if not values:
+        return None
+    first, last = min(values), max(values)
+    return {"metric": metric, "first_epoch": first, "values": [values.get(e) for e in range(first, last + 1)]}
+
+
 def rounded_curve(curve: Dict[str, Any], digits: int = 5) -> Dict[str, Any]:
     return {**curve, "values": [None if v is None else round(v, digits) for v in curve["values"]]}
 
@@ -156,7 +166,7 @@ def curve_from_logs(result: Dict[str, Any], logs: List[str]) -> Dict[str, Any]:
     if last >= result["epochs"] or (best is not None and best not in values):
         raise ValueError(f"--log: the logs give epochs {first}-{last}, not those of a run of {result['epochs']} "
                          f"epochs whose best is {best}: logs of another run?")
-    return {"metric": metric, "first_epoch": first, "values": [values.get(e) for e in range(first, last + 1)]}
+    return curve_record(metric, values)
 
 
 def registry_line(result: Dict[str, Any], recipe: Optional[str] = None) -> Dict[str, Any]:
