@@ -155,12 +155,12 @@ def curve_from_logs(result: Dict[str, Any], logs: List[str]) -> Dict[str, Any]:
     if result.get("curve"):
         raise ValueError("the run's result.json has its own validation curve; --log is for runs without one")
     metric = ((result["config"].get("callbacks") or {}).get("checkpoint") or {}).get("monitor")
+    if not metric:
+        raise ValueError("--log: the run's config names no checkpoint metric to read a curve of")
     try:
-        values = read_curve(logs, metric) if metric else {}
+        values = read_curve(logs, metric)  # never empty: it refuses logs without the metric
     except DataError as exc:
         raise ValueError(f"--log: {exc}") from None
-    if not values:
-        raise ValueError(f"--log: no epoch line in {', '.join(logs)} gives {metric or 'the checkpoint metric'}")
     first, last = min(values), max(values)
     best = result.get("best_epoch")
     if last >= result["epochs"] or (best is not None and best not in values):
