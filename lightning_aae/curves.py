@@ -13,6 +13,12 @@ run whose folder is named RUN: figures of recorded runs can be redrawn on any ch
 A run resumed into a second log: NAME=first.log,second.log (a later line for an epoch wins).
 Noisy curves read better with `--smooth K` (a line through the mean of each epoch's last K values,
 the raw values as faint points) and `--first-epoch N` (only epochs from N on, e.g. where runs fork).
+
+`--windows 60-79,138-147` prints each run's mean (lowest-highest) over those epochs instead of, or
+beside, the figure, and marks the run with the lowest mean in each window: the comparisons the docs
+quote ("validation mean over epochs 138-147"), and a restart rule that keeps the better of two trunks
+on validation. A window `A-` runs to each run's last epoch; a closed window a run has not reached, or
+has gaps in, is named as an error rather than averaged over fewer epochs.
 """
 from __future__ import annotations
 
@@ -21,7 +27,7 @@ import json
 import re
 import sys
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from .data import DataError
 from .errors import EXIT_INPUT, EXIT_STORAGE, fail
@@ -117,6 +123,57 @@ def curves_figure(curves: Dict[str, Dict[int, float]], metric: str, percent: boo
     return fig
 
 
+def parse_windows(text: str) -> List[Tuple[int, Optional[int]]]:
+    """'60-79,138-147,159-' -> [(60, 79), (138, 147), (159, None)] (None: to the run's last epoch)."""
+    windows = []
+    for part in text.split(","):
+        match = re.fullmatch(r"\s*(\d+)-(\d*)\s*", part)
+        if not match or (match.group(2) and int(match.group(2)) < int(match.group(1))):
+            raise DataError(f"--windows: expected FIRST-LAST or FIRST- with FIRST <= LAST, got {part!r}")
+        windows.append((int(match.group(1)), int(match.group(2)) if match.group(2) else None))
+    return windows
+
+
+def window_stats(name: str, curve: Dict[int, float], first: int, last: Optional[int]) -> Tuple[float, float, float, int]:
+    """(mean, lowest, highest, epochs) of a curve over epochs first..last (last None: to its end). Every
+    epoch of a closed window must be there: a mean over fewer epochs would not compare with the others."""
+    end = max(curve) if last is None else last
+    epochs = range(first, end + 1)
+    missing = [e for e in epochs if e not in curve]
+    if not epochs or missing:
+        span = f"{first}-{'' if last is None else last}"
+        raise DataError(f"{name}: no value for epoch(s) {_ranges(missing) if missing else first} of window {span} "
+                        f"(its curve has epochs {_ranges(sorted(curve))})")
+    values = [curve[e] for e in epochs]
+    return sum(values) / len(values), min(values), max(values), len(values)
+
+
+def _ranges(epochs: Sequence[int]) -> str:
+    """[0, 1, 2, 5, 6] -> '0-2, 5-6'."""
+    spans, start = [], None
+    for i, e in enumerate(epochs):
+        if start is None:
+            start = e
+        if i + 1 == len(epochs) or epochs[i + 1] != e + 1:
+            spans.append(f"{start}-{e}" if e != start else str(e))
+            start = None
+    return ", ".join(spans)
+
+
+def windows_table(curves: Dict[str, Dict[int, float]], windows, percent: bool = False) -> str:
+    """One row per run, one column per window: mean (lowest-highest); '*' marks each window's lowest mean."""
+    scale, unit = (100.0, " %") if percent else (1.0, "")
+    stats = {name: [window_stats(name, curve, *w) for w in windows] for name, curve in curves.items()}
+    best = [min(stats, key=lambda name: stats[name][i][0]) for i in range(len(windows))]
+    header = ["run"] + [f"epochs {a}-{'' if b is None else b}" for a, b in windows]
+    rows = [header, ["---"] * len(header)]
+    for name, cells in stats.items():
+        rows.append([name] + [f"{'*' if best[i] == name else ''}{m * scale:.2f}{unit} ({lo * scale:.2f}-{hi * scale:.2f}, {n})"
+                              for i, (m, lo, hi, n) in enumerate(cells)])
+    return "\n".join("| " + " | ".join(row) + " |" for row in rows) + \
+        "\n(mean over the window (lowest-highest, epochs); *: the lowest mean in that window)"
+
+
 def parse_runs(specs: List[str]) -> Dict[str, List[str]]:
     runs = {}
     for spec in specs:
@@ -135,16 +192,25 @@ def main(argv=None) -> int:
     p.add_argument("--title", default="")
     p.add_argument("--smooth", type=int, default=1, metavar="K", help="draw the mean of each epoch's last K values")
     p.add_argument("--first-epoch", type=int, default=0, metavar="N", help="draw epochs from N on")
-    p.add_argument("--out", required=True, help="the PNG to write")
+    p.add_argument("--windows", metavar="A-B[,C-D,E-]", help="print each run's mean over these epoch windows")
+    p.add_argument("--out", help="the PNG to write (needed unless --windows is given)")
     args = p.parse_args(argv)
     if args.smooth < 1 or args.first_epoch < 0:
         return fail(f"--smooth must be at least 1 and --first-epoch at least 0, got {args.smooth} and "
                     f"{args.first_epoch}", EXIT_INPUT)
+    if not args.out and not args.windows:
+        return fail("nothing to do: give --out FIGURE.png, --windows A-B, or both", EXIT_INPUT)
     try:
+        windows = parse_windows(args.windows) if args.windows else None
         curves = {name: read_curve(logs, args.metric) for name, logs in parse_runs(args.runs).items()}
-        figure = curves_figure(curves, args.metric, args.percent, args.title, args.smooth, args.first_epoch)
+        table = windows_table(curves, windows, args.percent) if windows else None
+        figure = curves_figure(curves, args.metric, args.percent, args.title, args.smooth, args.first_epoch) if args.out else None
     except DataError as e:
         return fail(str(e), EXIT_INPUT)
+    if table:
+        print(table)
+    if figure is None:
+        return 0
     from .storage import StorageError, write_figure
 
     try:

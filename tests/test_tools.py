@@ -166,6 +166,33 @@ def test_curves_reads_the_epoch_lines_of_logs_and_draws_each_run(tmp_path, capsy
     assert not (tmp_path / "z.png").exists()
 
 
+def test_curves_windows_print_each_runs_mean_and_mark_the_lowest(tmp_path, capsys):
+    """The restart rule's comparison: each run's mean over an epoch window, the lowest marked; a
+    window a run has not fully reached is an error naming the missing epochs, not a shorter mean."""
+    from lightning_aae.curves import main as curves, parse_windows, window_stats
+
+    def log(path, values):
+        path.write_text("".join(f"epoch {e} 1.0s val/cluster_error={v:.4f}\n" for e, v in enumerate(values)))
+        return path
+
+    a = log(tmp_path / "a.log", [0.40, 0.30, 0.20, 0.24, 0.22])
+    b = log(tmp_path / "b.log", [0.30, 0.35, 0.25, 0.21, 0.21])
+    assert parse_windows("2-3,1-") == [(2, 3), (1, None)]
+    assert window_stats("a", {0: 0.4, 1: 0.3, 2: 0.2}, 1, None) == pytest.approx((0.25, 0.2, 0.3, 2))
+    assert curves([f"a={a}", f"b={b}", "--metric", "val/cluster_error", "--percent", "--windows", "0-1,2-4"]) == 0
+    rows = {line.split(" | ")[0].strip("| "): line for line in capsys.readouterr().out.splitlines()}
+    # epochs 0-1: a 35 %, b 32.5 % (b lowest); epochs 2-4: a 22 %, b 22.33 % (a lowest)
+    assert "35.00 % (30.00-40.00, 2)" in rows["a"] and "*32.50 % (30.00-35.00, 2)" in rows["b"]
+    assert "*22.00 % (20.00-24.00, 3)" in rows["a"] and "22.33 % (21.00-25.00, 3)" in rows["b"]
+    # a closed window past a run's end, a malformed window, and neither --out nor --windows
+    assert curves([f"a={a}", "--metric", "val/cluster_error", "--windows", "3-6"]) != 0
+    assert "a: no value for epoch(s) 5-6 of window 3-6 (its curve has epochs 0-4)" in capsys.readouterr().err
+    assert curves([f"a={a}", "--metric", "val/cluster_error", "--windows", "5-3"]) != 0
+    assert "--windows: expected FIRST-LAST" in capsys.readouterr().err
+    assert curves([f"a={a}", "--metric", "val/cluster_error"]) != 0
+    assert "nothing to do" in capsys.readouterr().err
+
+
 def test_trailing_mean_averages_each_value_with_those_before_it():
     from lightning_aae.curves import trailing_mean
 
