@@ -91,6 +91,8 @@ def command_line(argv: Optional[List[str]] = None) -> str:
     argv = list(sys.argv if argv is None else argv)
     if argv and argv[0].endswith("train.py"):
         argv[0] = "train.py"
+    elif argv and Path(argv[0]).parent.name == "lightning_aae":  # python -m lightning_aae.<tool>
+        argv[:1] = ["-m", f"lightning_aae.{Path(argv[0]).stem}"]
     return "python " + " ".join(shlex.quote(a) for a in argv)
 
 
@@ -244,19 +246,30 @@ def family_table(rows: List[Dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _kept(row: Dict[str, Any]) -> str:
+    """' (run seed 7)' after a chosen run's value when the run's own seed is not the seed it reports."""
+    sel = row.get("selection")
+    return f" (run seed {sel['run_seed']})" if sel and sel["run_seed"] != row["seed"] else ""
+
+
 def table(rows: List[Dict[str, Any]]) -> str:
     """Markdown: one row per (experiment, size, recipe, epochs), mean ± sample std over its seeds
     (the autoencoder family has its own table, `family_table`)."""
     groups: Dict[tuple, List[Dict[str, Any]]] = {}
     for r in (r for r in rows if r["experiment"] != FAMILY):
-        key = (r["experiment"], *_size(r), r.get("recipe", r["experiment"]), r["epochs"], r["metric"])
+        # a recipe made by a choice (results select) is one row whatever each kept run's length
+        epochs = "selected" if r.get("selection") else r["epochs"]
+        key = (r["experiment"], *_size(r), r.get("recipe", r["experiment"]), epochs, r["metric"])
         groups.setdefault(key, []).append(r)
     lines = ["| experiment | size | recipe | epochs | metric | mean ± std | seeds | per seed | paper |",
              "|---|---|---|---|---|---|---|---|---|"]
     for (exp, size_key, size, recipe, epochs, metric), runs in sorted(groups.items(), key=lambda kv: str(kv[0])):
         values = [r["value"] for r in runs]
         fmt = _number_format(mean_std(values)[0])
-        per_seed = ", ".join(f"{r['seed']}: {r['value']:{fmt}}" for r in sorted(runs, key=lambda r: r["seed"]))
+        per_seed = ", ".join(f"{r['seed']}: {r['value']:{fmt}}" + _kept(r) for r in sorted(runs, key=lambda r: r["seed"]))
+        if epochs == "selected":
+            lo, hi = min(r["epochs"] for r in runs), max(r["epochs"] for r in runs)
+            epochs = f"{lo}-{hi}" if lo != hi else lo
         unit = metric in PERCENT
         lines.append(f"| {exp} | {size_key} {size} | {recipe} | {epochs} | {metric}{' (%)' if unit else ''} | "
                      f"{_spread(values)} | {len(runs)} | {per_seed} | {PAPER.get((exp, size_key, size), '') if metric == METRICS[exp][0] else ''} |")
@@ -333,6 +346,82 @@ def resumed_from(result: Dict[str, Any], earlier_dir: Path) -> Dict[str, Any]:
     return with_earlier(result, [{**part, "epochs": before["epochs"], "run_dir": str(earlier_dir)}])
 
 
+def record(args) -> None:
+    """`record`: append each finished run folder's lines."""
+    if args.log and len(args.run_dirs) != 1:
+        raise ValueError("--log reads the curve of one run: give one run folder")
+    for d in args.run_dirs:
+        path = Path(d) / "result.json"
+        if not path.is_file():
+            raise ValueError(f"{path} not found: is the run finished?")
+        result = json.loads(path.read_text())
+        if args.resumed_from:
+            result = resumed_from(result, Path(args.resumed_from))
+        if args.log:
+            result = {**result, "curve": curve_from_logs(result, args.log)}
+        lines = registry_lines(result, args.recipe, args.experiment)
+        for line in lines:
+            line.update({"commit": args.commit} if args.commit else {})
+        append(lines, Path(args.registry))  # the run's lines together, before anything is printed
+        for line in lines:
+            print(f"recorded {line['experiment']} seed {line['seed']}: {line['metric']} = {line['value']}")
+
+
+def select(args) -> None:
+    """`select`: decide, then append the reported run's line as seed args.seed of args.recipe."""
+    from .data import DataError
+    from . import selection
+
+    if args.band < 0:
+        raise ValueError(f"--band must be at least 0, got {args.band}")
+    candidates = selection.parse_candidates(args.candidate)
+    reports = dict(spec.partition("=")[::2] for spec in args.report)
+    unknown = sorted(set(reports) - set(candidates))
+    if unknown or any(not run for run in reports.values()):
+        raise ValueError(f"--report: expected LABEL=RUN with LABEL one of the candidates ({', '.join(candidates)}), "
+                         f"got {', '.join(args.report)}")
+    registry = Path(args.registry)
+    rows = read(registry)
+    if any(r.get("recipe") == args.recipe and r["seed"] == args.seed and r.get("selection") for r in rows):
+        raise ValueError(f"{registry} already holds seed {args.seed} of {args.recipe}")
+    windows = selection.parse_windows_checked(args.windows)
+    try:
+        chosen, decided, means, curves = selection.choose(candidates, args.metric, windows, args.band,
+                                                          100.0 if args.percent else 1.0)
+    except DataError as exc:
+        raise ValueError(str(exc)) from None
+    for label, by_window in means.items():
+        print(f"{label}: " + ", ".join(f"epochs {w} {m:.2f}" for w, m in by_window.items()) +
+              (" (quoted)" if isinstance(candidates[label], tuple) else ""))
+    print(f"kept {chosen} (decided over epochs {decided})")
+    if chosen not in reports:
+        raise ValueError(f"the rule kept {chosen}: name the run that reports it with --report {chosen}=RUN")
+    line = selection.selection_line(selection.reported_line(rows, reports[chosen]), args.recipe, args.seed, chosen,
+                                    decided, means, candidates, curves, args.metric, args.band, windows,
+                                    command_line())
+    append(line, registry)
+    print(f"recorded {line['experiment']} seed {args.seed} of {args.recipe}: {line['metric']} = {line['value']} "
+          f"(run {line['selection']['reported_run']})")
+
+
+def _add_select(sub) -> None:
+    sel = sub.add_parser("select", help="keep the better of several runs on validation and record the kept "
+                         "run's result as one seed of a recipe made of that choice (lightning_aae.selection)")
+    sel.add_argument("--recipe", required=True, help="the name of the recipe the choice makes")
+    sel.add_argument("--seed", type=int, required=True, help="the seed this choice reports in that recipe")
+    sel.add_argument("--candidate", action="append", default=[], metavar="LABEL=SOURCE[,SOURCE]",
+                     help="a run to choose from: its validation curve's sources (logs, run folders, REGISTRY#RUN), "
+                     "or quoted:A-B:MEAN for a curve that was not kept")
+    sel.add_argument("--report", action="append", default=[], metavar="LABEL=RUN",
+                     help="the recorded run (its folder's name) that reports a candidate when it is chosen")
+    sel.add_argument("--metric", default="val/cluster_error")
+    sel.add_argument("--percent", action="store_true", help="compare means x 100 (band in percent points)")
+    sel.add_argument("--windows", required=True, metavar="A-B[,C-D]", help="the epochs to compare over, in order")
+    sel.add_argument("--band", type=float, default=0.0,
+                     help="means within this of the lowest go on to the next window (default 0)")
+    sel.add_argument("--registry", default=str(REGISTRY))
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m lightning_aae.results", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -349,29 +438,16 @@ def main(argv=None) -> int:
                      "predates the wall clock it now carries: its wall time and commit are counted in")
     rec.add_argument("--log", nargs="+", metavar="LOG", help="for one run trained before runs kept their "
                      "validation curve: its logs (epoch lines, in order), to record the curve from")
+    _add_select(sub)
     tab = sub.add_parser("table", help="print the tables, or write them into a Markdown file between the markers")
     tab.add_argument("--write", help="e.g. docs/results.md")
     tab.add_argument("--registry", default=str(REGISTRY))
     args = p.parse_args(argv)
     try:
         if args.cmd == "record":
-            if args.log and len(args.run_dirs) != 1:
-                raise ValueError("--log reads the curve of one run: give one run folder")
-            for d in args.run_dirs:
-                path = Path(d) / "result.json"
-                if not path.is_file():
-                    raise ValueError(f"{path} not found: is the run finished?")
-                result = json.loads(path.read_text())
-                if args.resumed_from:
-                    result = resumed_from(result, Path(args.resumed_from))
-                if args.log:
-                    result = {**result, "curve": curve_from_logs(result, args.log)}
-                lines = registry_lines(result, args.recipe, args.experiment)
-                for line in lines:
-                    line.update({"commit": args.commit} if args.commit else {})
-                append(lines, Path(args.registry))  # the run's lines together, before anything is printed
-                for line in lines:
-                    print(f"recorded {line['experiment']} seed {line['seed']}: {line['metric']} = {line['value']}")
+            record(args)
+        elif args.cmd == "select":
+            select(args)
         else:
             rows = read(Path(args.registry))
             if args.write:

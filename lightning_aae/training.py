@@ -138,13 +138,23 @@ def _run_dir_for(cfg: DictConfig, ckpt: Optional[Path]) -> Path:
 def _pick_run_dir(cfg: DictConfig, ckpt: Optional[Path]) -> Path:
     if ckpt is not None and ckpt.parent.name == "checkpoints" and (ckpt.parent.parent / "config.yaml").is_file():
         return ckpt.parent.parent  # resuming: keep writing into the same run
-    return _new_run_dir(cfg)
+    run_dir = _new_run_dir(cfg)
+    _note_fork(ckpt, run_dir)
+    return run_dir
 
 
 def _note(message: str) -> None:
     """One line on stderr from rank 0: something the user should know that does not stop the run."""
     if L.fabric.utilities.rank_zero.rank_zero_only.rank == 0:
         print(message, file=sys.stderr, flush=True)
+
+
+def _note_fork(ckpt: Optional[Path], run_dir: Path) -> None:
+    """A checkpoint outside a run folder starts a fork (a new folder); say what that means for the best."""
+    if ckpt is not None:
+        _note(f"ckpt_path {ckpt} is not in a run folder's checkpoints/: this is a fork, a new run in {run_dir} "
+              "that picks its best checkpoint among its own epochs (its curve keeps the earlier ones); to go on "
+              "with a run and its best, resume from <run folder>/checkpoints/last.ckpt")
 
 
 def _first_line(exc: Exception) -> str:

@@ -184,3 +184,76 @@ def test_a_run_without_a_kept_curve_is_recorded_with_the_curve_of_its_logs(tmp_p
     assert results.main(["record", str(tmp_path / "run"), "--log", str(first), "--registry", str(reg)]) == 2
     assert "has its own validation curve" in capsys.readouterr().err
     assert len(results.read(reg)) == 1  # nothing refused was recorded
+
+
+def _clu_line(seed, run, value, epochs, curve=None):
+    line = {"experiment": "clustering", "variant": "clustering", "clusters": 30, "latent_dim": 5, "recipe": "late-drop",
+            "seed": seed, "epochs": epochs, "best_epoch": epochs - 5, "metric": "cluster_error", "value": value,
+            "command": f"python train.py seed={seed}", "commit": "abc", "date": "2026-12-01", "hardware": "cpu",
+            "wall_s": 100.0, "run_dir": f"runs/clustering/{run}"}
+    if curve is not None:
+        line["val_curve"] = {"metric": "val/cluster_error", "first_epoch": 0, "values": curve}
+    return line
+
+
+def _select(reg, *extra):
+    return results.main(["select", "--registry", str(reg), "--recipe", "restart", "--percent", *extra])
+
+
+def test_select_keeps_the_lower_validation_mean_and_records_its_run_as_the_seed_it_reports(tmp_path, capsys):
+    reg = tmp_path / "results.jsonl"
+    # trunk 2 lower over epochs 2-3 by 1 point; trunk 7 lower over 4-5
+    results.append([_clu_line(2, "t2", 24.0, 6, [0.3, 0.3, 0.25, 0.25, 0.30, 0.30]),
+                    _clu_line(7, "t7", 23.0, 6, [0.3, 0.3, 0.26, 0.26, 0.20, 0.20]),
+                    _clu_line(2, "f2", 20.0, 10), _clu_line(7, "f7", 15.0, 12)], reg)
+    args = ["--seed", "2", "--windows", "2-3,4-5", "--candidate", f"a={reg}#t2", "--candidate", f"b={reg}#t7",
+            "--report", "a=f2", "--report", "b=f7"]
+    assert _select(reg, "--band", "0.5", *args) == 0  # 25.0 against 26.0: decided over 2-3
+    line = results.read(reg)[-1]
+    assert (line["recipe"], line["seed"], line["value"], line["epochs"]) == ("restart", 2, 20.0, 10)
+    sel = line["selection"]
+    assert (sel["chosen"], sel["decided_on"], sel["run_seed"], sel["reported_run"]) == ("a", "2-3", 2, "f2")
+    assert sel["means"] == {"a": {"2-3": 25.0}, "b": {"2-3": 26.0}} and "val_curve" not in line
+    assert "kept a (decided over epochs 2-3)" in capsys.readouterr().out
+
+    # a band wider than the gap sends both to the next window, where trunk 7 is lower; seed 3 of the recipe
+    assert _select(reg, "--band", "1.5", *args[2:], "--seed", "3") == 0
+    line = results.read(reg)[-1]
+    assert (line["seed"], line["value"], line["selection"]["decided_on"], line["selection"]["run_seed"]) == (3, 15.0, "4-5", 7)
+    row = [l for l in results.table(results.read(reg)).splitlines() if "| restart |" in l]
+    assert len(row) == 1 and "| 10-12 |" in row[0] and "2: 20.00, 3: 15.00 (run seed 7)" in row[0]
+
+    before = reg.read_text()
+    assert _select(reg, "--band", "0.5", *args) == 2  # seed 2 of the recipe is already there
+    assert "already holds seed 2" in capsys.readouterr().err
+    assert _select(reg, "--band", "1.5", *args[2:8], "--report", "a=f2", "--seed", "4") == 2  # b kept, no run for it
+    assert "--report b=RUN" in capsys.readouterr().err
+    assert reg.read_text() == before
+
+
+def test_select_takes_logs_and_quoted_means_and_keeps_what_it_read(tmp_path, capsys):
+    reg = tmp_path / "results.jsonl"
+    results.append(_clu_line(9, "f9", 14.0, 12), reg)
+    log = tmp_path / "t9.log"
+    log.write_text("".join(f"epoch {e} 60.0s val/cluster_error={v}\n" for e, v in enumerate([0.3, 0.2, 0.22, 0.24])))
+    common = ["--seed", "4", "--windows", "1-3", "--candidate", f"t9={log}", "--report", "t9=f9"]
+    assert _select(reg, *common, "--candidate", "t4=quoted:1-3:23.36") == 0
+    sel = results.read(reg)[-1]["selection"]
+    assert sel["means"] == {"t4": {"1-3": 23.36}, "t9": {"1-3": 22.0}} and sel["candidates"]["t4"] == {"quoted": True}
+    assert sel["candidates"]["t9"]["window_values"] == {"1-3": [0.2, 0.22, 0.24]}
+    assert "(quoted)" in capsys.readouterr().out
+    before = reg.read_text()
+    # a quoted mean covers one window: a rule that needs another window of it stops with its name
+    assert _select(reg, *common, "--seed", "5", "--band", "2", "--windows", "1-3,2-3",
+                   "--candidate", "t4=quoted:1-3:23.36") == 2
+    assert "t4 is quoted over epochs 1-3 only" in capsys.readouterr().err
+    assert _select(reg, *common, "--seed", "5", "--candidate", "t4=quoted:1-3") == 2  # no mean
+    assert _select(reg, *common, "--seed", "5", "--windows", "1-5", "--candidate", "t4=quoted:1-5:20") == 2
+    assert "no value for epoch(s) 4-5" in capsys.readouterr().err
+    assert reg.read_text() == before
+
+
+def test_a_tools_command_is_recorded_as_its_python_dash_m_line():
+    assert results.command_line(["/x/lightning_aae/results.py", "select", "--candidate", "a=r.jsonl#b"]) == \
+        "python -m lightning_aae.results select --candidate 'a=r.jsonl#b'"
+    assert results.command_line(["/x/train.py", "seed=1"]) == "python train.py seed=1"

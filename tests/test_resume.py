@@ -164,9 +164,10 @@ def test_the_category_schedule_added_at_the_resumed_epoch_equals_configs_cluster
     assert any(not torch.equal(a["state_dict"][k], c["state_dict"][k]) for k in a["state_dict"])
 
 
-def test_a_fork_into_a_new_folder_keeps_the_curve_of_the_run_it_forked_from(small_overrides, tmp_path):
+def test_a_fork_into_a_new_folder_keeps_the_curve_of_the_run_it_forked_from(small_overrides, tmp_path, capfd):
     """The late-drop forks resume a copied checkpoint into a folder of their own: their result, their
-    registry line and the curves tool still see the trunk's epochs before the fork's."""
+    registry line and the curves tool still see the trunk's epochs before the fork's; the fork says so on
+    stderr and picks its best checkpoint among its own epochs."""
     from lightning_aae import curves, results
 
     base = small_overrides + ["trainer.limit_train_batches=4", "seed=7"]
@@ -179,7 +180,10 @@ def test_a_fork_into_a_new_folder_keeps_the_curve_of_the_run_it_forked_from(smal
                                                          "model.category_noise_from=1", f"output_dir={tmp_path}/fork",
                                                          f"ckpt_path={copied}"]), verbose=False)
     (fork_dir,) = (tmp_path / "fork" / "clustering").iterdir()
+    note = [line for line in capfd.readouterr().err.splitlines() if "this is a fork" in line]
+    assert len(note) == 1 and str(copied) in note[0] and str(fork_dir) in note[0]
     trunk, fork = (json.loads((d / "result.json").read_text()) for d in (trunk_dir, fork_dir))
+    assert fork["best_epoch"] == 1  # the fork's own epoch, whatever the trunk's epoch 0 scored
     assert fork["curve"]["metric"] == "val/cluster_error" and fork["curve"]["first_epoch"] == 0
     assert len(fork["curve"]["values"]) == 2 and fork["curve"]["values"][0] == trunk["curve"]["values"][0]
 
