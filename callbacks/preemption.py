@@ -46,9 +46,12 @@ def signal_numbers(names: Sequence[str]) -> Dict[str, int]:
 
 
 class Preemption(Callback):
-    """Catches the configured signals while training; at the end of the step that is running (or of
-    validation) it writes `checkpoint` (atomically, through the Trainer's checkpoint I/O) and raises
-    Preempted. Under DDP every process learns of a signal any of them received."""
+    """Catches the configured signals while training; at the end of the step that is running it writes
+    `checkpoint` (atomically, through the Trainer's checkpoint I/O) and raises Preempted. A signal during an
+    epoch's last step or its validation stops the run once that epoch is whole (validated, its curve point
+    and checkpoints written, its schedulers stepped; `trainer.should_stop`, then the save at the end of fit):
+    a checkpoint from inside validation would resume past it, and the epoch would never be scored. Under DDP
+    every process learns of a signal any of them received."""
 
     def __init__(self, checkpoint: str | Path, signals: Sequence[str] = ("SIGTERM", "SIGINT", "SIGHUP", "SIGUSR1", "SIGUSR2"),
                  requeue_signal: Optional[str] = "SIGUSR1"):
@@ -113,14 +116,20 @@ class Preemption(Callback):
         self._install()
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
-        self._stop_if_signalled(trainer)
+        if batch_idx + 1 < trainer.num_training_batches:
+            self._stop_if_signalled(trainer)
+        elif self._signalled(trainer):  # the epoch's last step: its validation and epoch end first
+            trainer.should_stop = True
 
     def on_validation_end(self, trainer, module) -> None:
-        if trainer.state.fn == "fit" and not trainer.sanity_checking:
-            self._stop_if_signalled(trainer)
+        if trainer.state.fn == "fit" and not trainer.sanity_checking and self._signalled(trainer):
+            trainer.should_stop = True  # the fit ends after this epoch, whole; on_train_end saves
 
     def on_train_end(self, trainer, module) -> None:
-        self._restore()
+        try:
+            self._stop_if_signalled(trainer)
+        finally:
+            self._restore()
 
     def on_exception(self, trainer, module, exception) -> None:
         self._restore()

@@ -20,6 +20,10 @@ class EpochSummary(Callback):
         self._show(trainer)
         self._start = time.perf_counter()
 
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        if self._start is None:  # a fit resumed mid-epoch: Lightning does not start that epoch again
+            self._start = time.perf_counter()
+
     def on_train_epoch_end(self, trainer, module):
         # the module logs its epoch means after the callbacks' hooks, so print at the next start
         if self._start is not None:  # None when a resumed fit re-enters an epoch it had finished
@@ -27,6 +31,9 @@ class EpochSummary(Callback):
 
     def on_train_end(self, trainer, module):
         self._show(trainer)
+
+    def on_exception(self, trainer, module, exception):
+        self._show(trainer)  # the last whole epoch's line, before a stop at the next epoch's start
 
     def _show(self, trainer):
         if not trainer.is_global_zero or self._line is None:

@@ -331,7 +331,10 @@ class MNISTDataModule(L.LightningDataModule):
         trainer = getattr(self, "trainer", None)
         if trainer is None or not self._samplers or trainer.world_size > 1:
             return {}
-        return {"epoch": trainer.current_epoch, "trained": trainer.fit_loop.epoch_loop.batch_progress.current.processed}
+        trained = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        if trained >= trainer.num_training_batches:  # the epoch's batches are all done: the next epoch starts afresh
+            trained = 0  # (at the end of fit the count is still the last epoch's, the epoch already the next one)
+        return {"epoch": trainer.current_epoch, "trained": trained}
 
     def load_state_dict(self, state: dict) -> None:
         self._resume = state or None

@@ -2,6 +2,7 @@
 files, W&B that cannot start. Each ends in one line and a documented exit code, and loses nothing
 already saved."""
 import errno
+import json
 import os
 import signal
 import subprocess
@@ -45,9 +46,9 @@ def _final_weights(out: Path) -> dict:
     # the labeled stream cycles (50 images, batches of 16: 4 per pass): the replay must land mid-pass
     ("semi_supervised", ["data.labels_per_class=5", "data.labeled_batch_size=16", "model.latent_dim=4"]),
 ])
-def test_preempted_mid_epoch_and_resumed_equals_uninterrupted(small_overrides, tmp_path, config, extra):
+def test_preempted_mid_epoch_and_resumed_equals_uninterrupted(small_overrides, tmp_path, capfd, config, extra):
     base = small_overrides + extra + ["trainer.max_epochs=2", "trainer.limit_train_batches=10", "seed=3",
-                                      "logger.name=run"]
+                                      "logger.name=run", "trainer.enable_progress_bar=false"]
     train(load_config(f"configs/{config}.yaml", base + [f"output_dir={tmp_path}/straight"]), verbose=False)
     cut = base + [f"output_dir={tmp_path}/cut"]
     with pytest.raises(Preempted) as stop:
@@ -56,11 +57,51 @@ def test_preempted_mid_epoch_and_resumed_equals_uninterrupted(small_overrides, t
     saved = torch.load(stop.value.checkpoint, weights_only=True)
     # sent after batch 6's checks, so the step running then (batch 7) finishes and the run stops: 8 done of 10
     assert saved["epoch"] == 0 and saved["loops"]["fit_loop"]["epoch_loop.batch_progress"]["current"]["processed"] == 8
+    capfd.readouterr()
     train(load_config(f"configs/{config}.yaml", cut + ["ckpt_path=auto"]), verbose=False)
+    assert capfd.readouterr().out.count("epoch 0 ") == 1  # the resumed epoch's line, as the epochs after it
     a, b = _final_weights(tmp_path / "straight"), _final_weights(tmp_path / "cut")
     assert a["global_step"] == b["global_step"]
     for k in a["state_dict"]:
         assert torch.equal(a["state_dict"][k], b["state_dict"][k]), k  # the same batches, the same noise
+
+
+class SignalInValidation(Callback):
+    """Sends this process a signal once, during epoch 0's validation."""
+
+    def __init__(self, signum):
+        self.signum, self.sent = signum, False
+
+    def on_validation_batch_end(self, trainer, *args, **kwargs):
+        if trainer.current_epoch == 0 and not trainer.sanity_checking and not self.sent:
+            self.sent = True
+            os.kill(os.getpid(), self.signum)
+
+
+@pytest.mark.parametrize("when", ["last step", "validation"])
+def test_a_signal_in_an_epochs_last_step_or_validation_stops_after_that_epoch_is_scored(
+        small_overrides, tmp_path, capfd, when):
+    """Stopped inside validation, the resumed run would start past it: the epoch would have no score, no
+    curve point and no chance to be the best checkpoint. The run stops once the epoch is whole instead."""
+    base = small_overrides + ["trainer.max_epochs=3", "trainer.limit_train_batches=10", "seed=3", "logger.name=run",
+                              "trainer.enable_progress_bar=false"]
+    train(load_config("configs/aae.yaml", base + [f"output_dir={tmp_path}/straight"]), verbose=False)
+    cut = base + [f"output_dir={tmp_path}/cut"]
+    # SignalAt(8): Preemption's check after batch 8 has run, so the next is after batch 9, the last
+    signaller = SignalAt(signal.SIGTERM, 8) if when == "last step" else SignalInValidation(signal.SIGTERM)
+    capfd.readouterr()
+    with pytest.raises(Preempted) as stop:
+        train(load_config("configs/aae.yaml", cut), verbose=False, extra_callbacks=[signaller])
+    assert stop.value.step == 30  # at the end of epoch 0, all of it done
+    assert capfd.readouterr().out.count("epoch 0 ") == 1  # epoch 0's line, printed before the stop
+    train(load_config("configs/aae.yaml", cut + ["ckpt_path=auto"]), verbose=False)
+    assert "epoch 0 " not in capfd.readouterr().out  # not printed twice
+    straight, resumed = (json.loads(next((tmp_path / d).glob("aae/*/result.json")).read_text()) for d in ("straight", "cut"))
+    assert None not in resumed["curve"]["values"] and resumed["curve"] == straight["curve"]
+    assert resumed["best_epoch"] == straight["best_epoch"]
+    a, b = _final_weights(tmp_path / "straight"), _final_weights(tmp_path / "cut")
+    for k in a["state_dict"]:
+        assert torch.equal(a["state_dict"][k], b["state_dict"][k]), k
 
 
 def test_sigterm_to_train_py_saves_says_how_to_resume_and_exits_143(data_root, tmp_path):
