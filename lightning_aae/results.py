@@ -2,6 +2,8 @@
 
     python -m lightning_aae.results record runs/semi_supervised/<run> [--recipe NAME]   # append a finished run
     python -m lightning_aae.results table [--write docs/results.md]                     # regenerate the tables
+    python -m lightning_aae.results select --recipe R --seed I --windows 60-79 --candidate A=SRC --candidate B=SRC \
+        --report A=RUN --report B=RUN       # keep the better run on validation: seed I of recipe R (selection.py)
 
 `train()` leaves `result.json` in every run folder (command, commit, date, hardware, wall time,
 epochs, test metrics, the validation curve of the checkpoint's metric); `record` turns it into a
