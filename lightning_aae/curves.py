@@ -134,6 +134,11 @@ def parse_windows(text: str) -> List[Tuple[int, Optional[int]]]:
     return windows
 
 
+def window_span(window: Tuple[int, Optional[int]]) -> str:
+    """(60, 79) -> '60-79'; (159, None) -> '159-' (to the run's last epoch), as --windows takes it."""
+    return f"{window[0]}-{'' if window[1] is None else window[1]}"
+
+
 def window_stats(name: str, curve: Dict[int, float], first: int, last: Optional[int]) -> Tuple[float, float, float, int]:
     """(mean, lowest, highest, epochs) of a curve over epochs first..last (last None: to its end). Every
     epoch of a closed window must be there: a mean over fewer epochs would not compare with the others."""
@@ -141,8 +146,8 @@ def window_stats(name: str, curve: Dict[int, float], first: int, last: Optional[
     epochs = range(first, end + 1)
     missing = [e for e in epochs if e not in curve]
     if not epochs or missing:
-        span = f"{first}-{'' if last is None else last}"
-        raise DataError(f"{name}: no value for epoch(s) {_ranges(missing) if missing else first} of window {span} "
+        raise DataError(f"{name}: no value for epoch(s) {_ranges(missing) if missing else first} of window "
+                        f"{window_span((first, last))} "
                         f"(its curve has epochs {_ranges(sorted(curve))})")
     values = [curve[e] for e in epochs]
     return sum(values) / len(values), min(values), max(values), len(values)
@@ -165,7 +170,7 @@ def windows_table(curves: Dict[str, Dict[int, float]], windows, percent: bool = 
     scale, unit = (100.0, " %") if percent else (1.0, "")
     stats = {name: [window_stats(name, curve, *w) for w in windows] for name, curve in curves.items()}
     best = [min(stats, key=lambda name: stats[name][i][0]) for i in range(len(windows))]
-    header = ["run"] + [f"epochs {a}-{'' if b is None else b}" for a, b in windows]
+    header = ["run"] + [f"epochs {window_span(w)}" for w in windows]
     rows = [header, ["---"] * len(header)]
     for name, cells in stats.items():
         rows.append([name] + [f"{'*' if best[i] == name else ''}{m * scale:.2f}{unit} ({lo * scale:.2f}-{hi * scale:.2f}, {n})"

@@ -23,14 +23,10 @@ import re
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from .curves import parse_windows, read_curve, window_stats
+from .curves import parse_windows, read_curve, window_span as _span, window_stats
 
 Window = Tuple[int, Optional[int]]
 QUOTED = re.compile(r"quoted:(\d+)-(\d+):([0-9.]+)")
-
-
-def _span(window: Window) -> str:
-    return f"{window[0]}-{'' if window[1] is None else window[1]}"
 
 
 def parse_candidates(specs: Sequence[str]) -> Dict[str, Any]:
