@@ -77,12 +77,12 @@ def choose(candidates: Dict[str, Any], metric: str, windows: List[Window], band:
     raise AssertionError("unreachable: the last window always decides")
 
 
-def _window_curve(curve: Dict[int, float], spans: List[str]) -> Dict[str, List[float]]:
+def _window_curve(curve: Dict[int, float], windows: List[Window]) -> Dict[str, List[float]]:
+    """The curve's values over each window, keyed by the window's span as the means are."""
     kept = {}
-    for span in spans:
-        first, last = (int(x) if x else None for x in span.split("-"))
+    for first, last in windows:
         end = max(curve) if last is None else last
-        kept[span] = [round(curve[e], 5) for e in range(first, end + 1)]
+        kept[_span((first, last))] = [round(curve[e], 5) for e in range(first, end + 1)]
     return kept
 
 
@@ -98,7 +98,7 @@ def selection_line(reported: Dict[str, Any], recipe: str, seed: int, chosen: str
         else:
             entry: Dict[str, Any] = {"sources": src}
             if not all("#" in s for s in src):  # a log or a folder may not outlive this checkout: keep the epochs used
-                entry["window_values"] = _window_curve(curves[label], list(means[label]))
+                entry["window_values"] = _window_curve(curves[label], [w for w in windows if _span(w) in means[label]])
             sources[label] = entry
     line.update(recipe=recipe, seed=seed, selection={
         "metric": metric, "windows": [_span(w) for w in windows], "band": band, "means": means,
