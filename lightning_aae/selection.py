@@ -50,6 +50,12 @@ def parse_candidates(specs: Sequence[str]) -> Dict[str, Any]:
     return out
 
 
+def within_band(means: Dict[Any, float], band: float) -> List[Any]:
+    """The lowest mean's key first, then every other whose mean is within `band` of it (in their order)."""
+    lowest = min(means, key=means.get)
+    return [lowest] + [k for k, m in means.items() if k != lowest and m - means[lowest] <= band]
+
+
 def choose(candidates: Dict[str, Any], metric: str, windows: List[Window], band: float, scale: float = 1.0):
     """The rule: compare the candidates' means over the first window; the lowest wins unless others are
     within `band` of it, in which case those go on to the next window; in the last window the lowest
@@ -69,10 +75,9 @@ def choose(candidates: Dict[str, Any], metric: str, windows: List[Window], band:
                 means[label][span] = src[1]
             else:
                 means[label][span] = round(window_stats(label, curves[label], *window)[0] * scale, 4)
-        lowest = min(alive, key=lambda label: means[label][span])
-        close = [label for label in alive if means[label][span] - means[lowest][span] <= band]
+        close = within_band({label: means[label][span] for label in alive}, band)
         if len(close) == 1 or i == len(windows) - 1:
-            return lowest, span, {k: v for k, v in means.items() if v}, curves
+            return close[0], span, {k: v for k, v in means.items() if v}, curves
         alive = close
     raise AssertionError("unreachable: the last window always decides")
 
