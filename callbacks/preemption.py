@@ -34,6 +34,9 @@ class Preempted(Exception):
         return 128 + self.signum
 
 
+STOP_SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP", "SIGUSR1", "SIGUSR2")  # the default: what stops a run
+
+
 def signal_numbers(names: Sequence[str]) -> Dict[str, int]:
     """Signal names (SIGTERM, TERM, ...) to numbers; an unknown name is a ValueError naming it."""
     out = {}
@@ -53,7 +56,7 @@ class Preemption(Callback):
     a checkpoint from inside validation would resume past it, and the epoch would never be scored. Under DDP
     every process learns of a signal any of them received."""
 
-    def __init__(self, checkpoint: str | Path, signals: Sequence[str] = ("SIGTERM", "SIGINT", "SIGHUP", "SIGUSR1", "SIGUSR2"),
+    def __init__(self, checkpoint: str | Path, signals: Sequence[str] = STOP_SIGNALS,
                  requeue_signal: Optional[str] = "SIGUSR1"):
         self.checkpoint = Path(checkpoint)
         self.signals = signal_numbers(list(signals) + ([requeue_signal] if requeue_signal else []))

@@ -34,6 +34,8 @@ import sys
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
+from callbacks.preemption import STOP_SIGNALS, signal_numbers
+
 from .config import ConfigError, load_config
 from .curves import read_curve, window_span, window_stats
 from .data import DataError
@@ -43,7 +45,6 @@ from .storage import StorageError
 
 ROOT = Path(__file__).resolve().parents[1]
 OWNED = ("seed", "logger.name", "ckpt_path")  # keys this command sets for each run (trainer.max_epochs: the fork's end)
-STOP_SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP", "SIGUSR1", "SIGUSR2")
 Runner = Callable[[List[List[str]], int], int]  # (argv lists for train.py, jobs) -> the first non-zero exit code
 
 
@@ -207,11 +208,7 @@ def subprocess_runner(commands: List[List[str]], jobs: int, program: Path = ROOT
             if proc.poll() is None:
                 proc.send_signal(signum)
 
-    old = {}
-    for name in STOP_SIGNALS:
-        if hasattr(signal, name):
-            sig = getattr(signal, name)
-            old[sig] = signal.signal(sig, pass_on)
+    old = {sig: signal.signal(sig, pass_on) for sig in signal_numbers(STOP_SIGNALS).values()}
     try:
         while waiting or running:
             while waiting and len(running) < jobs and not stopping and not code:
@@ -275,8 +272,7 @@ def record(rule: Rule, kept: int, args: argparse.Namespace) -> None:
 
     seeds = [t for t in [*rule.trunks, args.third] if t is not None and rule.folder(rule.trunk_name(t)) is not None
              and rule.epochs_done(rule.trunk_name(t)) >= rule.trunk_epochs]
-    if any(r.get("recipe") == args.recipe and r["seed"] == args.seed and r.get("selection")
-           for r in results.read(Path(args.registry))):
+    if results.holds_selection(results.read(Path(args.registry)), args.recipe, args.seed):
         print(f"{args.registry} already holds seed {args.seed} of {args.recipe}: nothing recorded")
         return
     fork = rule.folder(rule.fork_name(kept))

@@ -369,6 +369,11 @@ def record(args) -> None:
             print(f"recorded {line['experiment']} seed {line['seed']}: {line['metric']} = {line['value']}")
 
 
+def holds_selection(rows: List[Dict[str, Any]], recipe: str, seed: int) -> bool:
+    """Whether the registry already holds seed `seed` of a recipe made by `select`."""
+    return any(r.get("recipe") == recipe and r["seed"] == seed and r.get("selection") for r in rows)
+
+
 def select(args) -> None:
     """`select`: decide, then append the reported run's line as seed args.seed of args.recipe."""
     from .data import DataError
@@ -384,7 +389,7 @@ def select(args) -> None:
                          f"got {', '.join(args.report)}")
     registry = Path(args.registry)
     rows = read(registry)
-    if any(r.get("recipe") == args.recipe and r["seed"] == args.seed and r.get("selection") for r in rows):
+    if holds_selection(rows, args.recipe, args.seed):
         raise ValueError(f"{registry} already holds seed {args.seed} of {args.recipe}")
     windows = selection.parse_windows_checked(args.windows)
     try:
