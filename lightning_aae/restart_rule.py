@@ -41,7 +41,7 @@ from .curves import read_curve, window_span, window_stats
 from .data import DataError
 from .errors import EXIT_INPUT, EXIT_STORAGE, fail
 from .selection import within_band
-from .storage import StorageError
+from .storage import StorageError, runs_named
 
 ROOT = Path(__file__).resolve().parents[1]
 OWNED = ("seed", "logger.name", "ckpt_path")  # keys this command sets for each run (trainer.max_epochs: the fork's end)
@@ -94,9 +94,8 @@ class Rule:
     def folder(self, name: str) -> Optional[Path]:
         """The newest run folder of this name (name or name-K, as train.py numbers a taken name) that holds
         a checkpoint or a result; None before the run has finished an epoch."""
-        found = [p for p in self.base.glob(f"{name}*") if p.name == name or
-                 (p.name[len(name):len(name) + 1] == "-" and p.name[len(name) + 1:].isdigit())]
-        found = [p for p in found if (p / "checkpoints" / "last.ckpt").is_file() or (p / "result.json").is_file()]
+        found = [p for p in runs_named(self.base, name)
+                 if (p / "checkpoints" / "last.ckpt").is_file() or (p / "result.json").is_file()]
         return max(found, key=lambda p: p.stat().st_mtime) if found else None
 
     def epochs_done(self, name: str) -> int:

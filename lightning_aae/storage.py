@@ -8,11 +8,12 @@ and no partial file where `ckpt_path=last` or a reader would find it.
 from __future__ import annotations
 
 import errno
+import glob
 import os
 import pickle
 import re
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
@@ -97,6 +98,14 @@ def check_writable(folder: str | os.PathLike, what: str) -> None:
 
 # torch names the object it refused: "Unsupported global: GLOBAL x.y" or "unsupported GLOBAL x.y whose module ..."
 _UNSAFE = re.compile(r"[Uu]nsupported (?:global: )?GLOBAL ([\w.]+)")
+
+
+def runs_named(base: str | os.PathLike, name: str) -> List[Path]:
+    """The run folders under `base` that train.py made for logger.name `name`: `name` itself, or `name-K`
+    when the name was taken (never `name2` or `name-s0` of another run whose name starts the same way)."""
+    def made_for(folder: str) -> bool:
+        return folder == name or (folder.startswith(name + "-") and folder[len(name) + 1:].isdigit())
+    return sorted(p for p in Path(base).glob(glob.escape(name) + "*") if made_for(p.name))
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> Dict[str, Any]:

@@ -21,7 +21,7 @@ from callbacks.preemption import Preempted
 from .config import ConfigError
 from .data import MNISTDataModule
 from .schedule import DivergenceError
-from .storage import SafeCheckpointIO, check_writable, load_checkpoint, write_text_atomic
+from .storage import SafeCheckpointIO, check_writable, load_checkpoint, runs_named, write_text_atomic
 from .variants import build_module, variant_of
 
 RUN_DIR_ENV = "AAE_RUN_DIR"  # shared with the DDP worker processes Lightning starts
@@ -64,10 +64,12 @@ def _new_run_dir(cfg: DictConfig) -> Path:
 
 def _find_last(cfg: DictConfig) -> Optional[Path]:
     base = Path(cfg.output_dir) / cfg.model.variant
-    pattern = f"{cfg.logger.name}*/checkpoints/last.ckpt" if cfg.logger.name else "*/checkpoints/last.ckpt"
-    found = sorted(base.glob(pattern), key=lambda p: p.stat().st_mtime)
+    runs = runs_named(base, cfg.logger.name) if cfg.logger.name else [p for p in base.glob("*") if p.is_dir()]
+    found = sorted((p / "checkpoints" / "last.ckpt" for p in runs if (p / "checkpoints" / "last.ckpt").is_file()),
+                   key=lambda p: p.stat().st_mtime)
     if not found and cfg.ckpt_path == "last":
-        raise ConfigError(f"ckpt_path=last but no last.ckpt under {base}")
+        whose = f" for logger.name={cfg.logger.name}" if cfg.logger.name else ""
+        raise ConfigError(f"ckpt_path=last but no last.ckpt under {base}{whose}")
     return found[-1] if found else None
 
 

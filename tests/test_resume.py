@@ -196,3 +196,39 @@ def test_a_fork_into_a_new_folder_keeps_the_curve_of_the_run_it_forked_from(smal
     assert list(from_folder) == [0, 1] and from_registry == pytest.approx(from_folder, abs=1e-5)
     with pytest.raises(curves.DataError, match="not val/error"):
         curves.read_curve([fork_dir], "val/error")
+
+
+def test_ckpt_path_last_finds_only_the_runs_made_for_this_name(tmp_path):
+    """logger.name=x-s2 resumes x-s2 or x-s2-K (train.py's name for a taken name), never x-s20."""
+    import os
+
+    from lightning_aae.config import ConfigError
+    from lightning_aae.storage import runs_named
+    from lightning_aae.training import _find_last
+
+    base = tmp_path / "aae"
+
+    def saved(folder: str, mtime: int):
+        ckpt = base / folder / "checkpoints" / "last.ckpt"
+        ckpt.parent.mkdir(parents=True)
+        ckpt.write_bytes(b"")
+        os.utime(ckpt, (mtime, mtime))
+        return ckpt
+
+    def last(name: str, how: str = "last"):
+        return _find_last(load_config("configs/aae.yaml", [f"output_dir={tmp_path}", f"logger.name={name}",
+                                                            f"ckpt_path={how}"]))
+
+    own = saved("x-s2", 1_000)
+    for other in ("x-s20", "x-s2b", "x-s2-old", "x-s2-1-2"):
+        saved(other, 2_000)  # newer, but another run's
+    saved("run[1]", 1_000)
+    assert last("x-s2") == own
+    assert [p.name for p in runs_named(base, "x-s2")] == ["x-s2"]
+    again = saved("x-s2-1", 3_000)  # the same name run again: its newest run goes on
+    assert last("x-s2") == again and last("x-s2-1") == again
+    assert last("run[1]") == base / "run[1]" / "checkpoints" / "last.ckpt"  # glob characters are the name's own
+    assert last("x-s3", "auto") is None
+    with pytest.raises(ConfigError, match=r"no last.ckpt under .* for logger.name=x-s3$"):
+        last("x-s3")
+    assert last("", "last").parent.parent.name == "x-s2-1"  # no name: the newest run of the variant
