@@ -37,10 +37,10 @@ from typing import Callable, Dict, List, Optional, Sequence
 from callbacks.preemption import STOP_SIGNALS, signal_numbers
 
 from .config import ConfigError, load_config
-from .curves import read_curve, window_span, window_stats
+from .curves import read_curve, window_span
 from .data import DataError
 from .errors import EXIT_INPUT, EXIT_STORAGE, fail
-from .selection import within_band
+from .selection import window_mean, within_band
 from .storage import StorageError, runs_named
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -121,7 +121,7 @@ class Rule:
         out = {}
         for seed in seeds:
             curve = read_curve([self.folder(self.trunk_name(seed))], self.args.metric)
-            out[seed] = window_stats(self.trunk_name(seed), curve, *self.windows[window])[0] * self.scale
+            out[seed] = window_mean(self.trunk_name(seed), curve, self.windows[window], self.scale)
         return out
 
     # -- the stages

@@ -50,6 +50,11 @@ def parse_candidates(specs: Sequence[str]) -> Dict[str, Any]:
     return out
 
 
+def window_mean(label: str, curve: Dict[int, float], window: Window, scale: float = 1.0) -> float:
+    """The curve's mean over the window, after `scale`, to the 4 decimals the rule compares and records."""
+    return round(window_stats(label, curve, *window)[0] * scale, 4)
+
+
 def within_band(means: Dict[Any, float], band: float) -> List[Any]:
     """The lowest mean's key first, then every other whose mean is within `band` of it (in their order)."""
     lowest = min(means, key=means.get)
@@ -74,7 +79,7 @@ def choose(candidates: Dict[str, Any], metric: str, windows: List[Window], band:
                                      f"needs its mean over {span}")
                 means[label][span] = src[1]
             else:
-                means[label][span] = round(window_stats(label, curves[label], *window)[0] * scale, 4)
+                means[label][span] = window_mean(label, curves[label], window, scale)
         close = within_band({label: means[label][span] for label in alive}, band)
         if len(close) == 1 or i == len(windows) - 1:
             return close[0], span, {k: v for k, v in means.items() if v}, curves

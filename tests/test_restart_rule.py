@@ -81,6 +81,26 @@ def test_close_means_both_go_on_and_the_second_window_decides(tmp_path):
     assert to_fork == [("3", "4"), ("8", "4"), ("3", "8"), ("8", "8"), ("3", "10")]  # 0.2 points apart: both on
 
 
+def test_means_are_compared_as_results_select_compares_them(tmp_path):
+    """Means to 4 decimals: 24.99996 and 25.50004 are 25.0 and 25.5, within the 0.5 band, as select finds."""
+    from lightning_aae.curves import parse_windows
+    from lightning_aae.selection import choose
+
+    levels = {3: 0.2499996, 8: 0.2550004}
+    base = tmp_path / "runs" / "clustering"
+    fake = FakeTrain(base, lambda seed, e, fork: 0.1 if fork else levels[seed] - (e >= 4) * (seed == 8) * 0.01)
+    assert _run(tmp_path, fake, "--seed", "3")[0] == 0
+    runs = [(_opts(a)["seed"], _opts(a)["trainer.max_epochs"]) for a in fake.calls]
+    assert runs == [("3", "4"), ("8", "4"), ("3", "8"), ("8", "8"), ("8", "10")]  # both on; 8 is lower at 6-7
+    chosen, decided, means, _ = choose({f"t{t}": [base / f"rule-trunk-s{t}"] for t in (3, 8)}, "val/cluster_error",
+                                       parse_windows("2-3,6-7"), 0.5, 100.0)
+    assert (chosen, decided, means["t3"]["2-3"], means["t8"]["2-3"]) == ("t8", "6-7", 25.0, 25.5)
+    fake = FakeTrain(tmp_path / "b" / "runs" / "clustering", lambda seed, e, fork: 0.1 if fork else
+                     {2: 0.2499996, 7: 0.26, 12: 0.2}[seed])
+    assert _run(tmp_path / "b", fake, "--seed", "2", "--third", "12", "--threshold", "25")[0] == 0
+    assert [_opts(a)["seed"] for a in fake.calls][:3] == ["2", "7", "12"]  # 25.0 (24.99996) >= 25: the third trains
+
+
 def test_threshold_trains_the_third_trunk_only_when_the_lowest_mean_is_at_or_over_it(tmp_path):
     levels = {2: 0.268, 7: 0.258, 12: 0.249}
     fake = FakeTrain(tmp_path / "a" / "runs" / "clustering", lambda seed, e, fork: 0.1 if fork else levels[seed])
