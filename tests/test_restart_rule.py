@@ -216,42 +216,39 @@ def test_a_stop_signal_reaches_each_running_training_once(tmp_path):
     assert signal.getsignal(signal.SIGTERM) is before  # this process's own handler is back
 
 
-def _child(tmp_path, body: str) -> Path:
-    """A stand-in for train.py run by subprocess_runner: marks its start and end in tmp_path."""
-    child = tmp_path / "child.py"
+def _child(folder: Path, body: str, exit_code: str) -> Path:
+    """A stand-in for train.py run by subprocess_runner: marks its start and end in folder, then exits with the
+    value of the expression exit_code."""
+    folder.mkdir(exist_ok=True)
+    child = folder / "child.py"
     child.write_text("import pathlib, signal, sys, time\n"
-                     f"d = pathlib.Path({str(tmp_path)!r}); name = sys.argv[1]\n"
+                     f"d = pathlib.Path({str(folder)!r}); name = sys.argv[1]\n"
                      "started = lambda: len(list(d.glob('*.start')))\n"
                      "(d / f'{name}.start').touch()\n" + body +
-                     "(d / f'{name}.end').touch()\n")
+                     "(d / f'{name}.end').touch()\n"
+                     f"sys.exit({exit_code})\n")
     return child
 
 
 def test_jobs_2_runs_two_side_by_side_and_starts_no_new_run_after_a_failure(tmp_path):
     """--jobs 2 with real processes: two run at once (each waits to see the other start), never three; after a
     run fails, the running one finishes, nothing new starts, and the failure's code is returned."""
-    child = _child(tmp_path, "end = time.time() + 20\n"
-                             "while (seen := started()) < int(sys.argv[3]) and time.time() < end: time.sleep(0.05)\n"
-                             "(d / f'{name}.ran').write_text(f'{seen} {len(list(d.glob(\"*.end\")))}')\n"
-                             "while len(sys.argv) > 4 and not (d / f'{sys.argv[4]}.end').exists() and time.time() < end:\n"
-                             "    time.sleep(0.05)\n"
-                             "time.sleep(1.5 if len(sys.argv) > 4 else 0)\n"
-                             "code = int(sys.argv[2])\n")
-    child.write_text(child.read_text() + "sys.exit(code)\n")
+    body = ("end = time.time() + 20\n"
+            "while (seen := started()) < int(sys.argv[3]) and time.time() < end: time.sleep(0.05)\n"
+            "(d / f'{name}.ran').write_text(f'{seen} {len(list(d.glob(\"*.end\")))}')\n"
+            "while len(sys.argv) > 4 and not (d / f'{sys.argv[4]}.end').exists() and time.time() < end:\n"
+            "    time.sleep(0.05)\n"
+            "time.sleep(1.5 if len(sys.argv) > 4 else 0)\n")
     together = tmp_path / "together"
-    together.mkdir()
-    (together / "child.py").write_text(child.read_text().replace(repr(str(tmp_path)), repr(str(together))))
     code = restart_rule.subprocess_runner([["a", "0", "2"], ["b", "0", "2"], ["c", "0", "1"]], jobs=2,
-                                          program=together / "child.py")
+                                          program=_child(together, body, "int(sys.argv[2])"))
     assert code == 0
     assert [(together / f"{n}.ran").read_text().split()[0] for n in "ab"] == ["2", "2"]  # each saw the other start
     started, ended = map(int, (together / "c.ran").read_text().split())
     assert started == 3 and ended >= 1  # c started only once a place was free
     failing = tmp_path / "failing"
-    failing.mkdir()
-    (failing / "child.py").write_text(child.read_text().replace(repr(str(tmp_path)), repr(str(failing))))
     code = restart_rule.subprocess_runner([["a", "3", "1"], ["b", "0", "1", "a"], ["c", "0", "1"]], jobs=2,
-                                          program=failing / "child.py")
+                                          program=_child(failing, body, "int(sys.argv[2])"))
     assert code == 3
     assert (failing / "b.end").exists() and not (failing / "c.start").exists()  # b ended 1.5 s after a failed
 
@@ -267,8 +264,7 @@ def test_a_stop_signal_reaches_both_trainings_of_jobs_2_once_each(tmp_path):
                              "end = time.time() + 20\n"
                              "while not seen and time.time() < end: time.sleep(0.05)\n"
                              "time.sleep(0.5)\n"
-                             "(d / f'{name}.seen').write_text(str(len(seen)))\n")
-    child.write_text(child.read_text() + "sys.exit(143 if seen else 0)\n")
+                             "(d / f'{name}.seen').write_text(str(len(seen)))\n", "143 if seen else 0")
 
     def stop_when_both_started():
         end = time.time() + 20
