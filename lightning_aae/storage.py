@@ -100,12 +100,28 @@ def check_writable(folder: str | os.PathLike, what: str) -> None:
 _UNSAFE = re.compile(r"[Uu]nsupported (?:global: )?GLOBAL ([\w.]+)")
 
 
+def _recorded_name(folder: Path) -> Optional[str]:
+    """The logger.name in a run folder's config.yaml; None when there is none to read."""
+    from omegaconf import OmegaConf
+    try:
+        name = OmegaConf.select(OmegaConf.load(folder / "config.yaml"), "logger.name")
+    except Exception:  # no config.yaml, or not one train.py wrote: fall back to the folder's name
+        return None
+    return str(name) if name is not None else None
+
+
 def runs_named(base: str | os.PathLike, name: str) -> List[Path]:
     """The run folders under `base` that train.py made for logger.name `name`: `name` itself, or `name-K`
-    when the name was taken (never `name2` or `name-s0` of another run whose name starts the same way)."""
-    def made_for(folder: str) -> bool:
-        return folder == name or (folder.startswith(name + "-") and folder[len(name) + 1:].isdigit())
-    return sorted(p for p in Path(base).glob(glob.escape(name) + "*") if made_for(p.name))
+    when the name was taken (never `name2` or `name-s0` of another run whose name starts the same way). A
+    `name-K` folder whose config.yaml records another logger.name (a run named `name-2` on purpose) is not one."""
+    def made_for(folder: Path) -> bool:
+        if folder.name == name:
+            return True
+        if not (folder.name.startswith(name + "-") and folder.name[len(name) + 1:].isdigit()):
+            return False
+        recorded = _recorded_name(folder)
+        return recorded is None or recorded == name
+    return sorted(p for p in Path(base).glob(glob.escape(name) + "*") if made_for(p))
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> Dict[str, Any]:

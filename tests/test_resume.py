@@ -228,7 +228,12 @@ def test_ckpt_path_last_finds_only_the_runs_made_for_this_name(tmp_path):
     again = saved("x-s2-1", 3_000)  # the same name run again: its newest run goes on
     assert last("x-s2") == again and last("x-s2-1") == again
     assert last("run[1]") == base / "run[1]" / "checkpoints" / "last.ckpt"  # glob characters are the name's own
+    named = saved("x-s2-7", 4_000)  # a run named x-s2-7 on purpose, as its config.yaml says: not x-s2's
+    (named.parent.parent / "config.yaml").write_text("logger:\n  name: x-s2-7\n")
+    (again.parent.parent / "config.yaml").write_text("logger:\n  name: x-s2\n")
+    assert last("x-s2") == again and last("x-s2-7") == named
+    assert [p.name for p in runs_named(base, "x-s2")] == ["x-s2", "x-s2-1"]
     assert last("x-s3", "auto") is None
     with pytest.raises(ConfigError, match=r"no last.ckpt under .* for logger.name=x-s3$"):
         last("x-s3")
-    assert last("", "last").parent.parent.name == "x-s2-1"  # no name: the newest run of the variant
+    assert last("", "last").parent.parent.name == "x-s2-7"  # no name: the newest run of the variant
