@@ -72,21 +72,35 @@ def git_commit(cwd: Optional[Path] = None) -> str:
         return "unknown"
 
 
+def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """The CPU's name with its family and model numbers ("AMD EPYC (family 25 model 1)"): a virtual
+    machine often names only the brand, and two CPUs of one brand can sum a float32 matmul in another order,
+    so a CPU run repeats exactly only on the same family and model (README, "Configuration")."""
+    fields: Dict[str, str] = {}
+    try:
+        for line in Path(cpuinfo).read_text().splitlines():
+            key, sep, value = line.partition(":")
+            if not sep:
+                if fields:
+                    break  # the first processor's block is enough
+                continue
+            fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    name = fields.get("model name") or platform.processor() or platform.machine()
+    if "cpu family" in fields and "model" in fields:
+        name += f" (family {fields['cpu family']} model {fields['model']})"
+    return name
+
+
 def hardware(accelerator: str = "cpu", threads: Optional[int] = None) -> str:
     """One line: the GPU's name when one is used, else the CPU model, cores and torch threads."""
     import torch
 
     if accelerator not in ("cpu",) and torch.cuda.is_available():
         return f"{torch.cuda.get_device_name(0)} (torch {torch.__version__})"
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model}, {os.cpu_count()} cores, {threads or torch.get_num_threads()} torch threads (torch {torch.__version__})"
+    return (f"{cpu_model()}, {os.cpu_count()} cores, {threads or torch.get_num_threads()} torch threads "
+            f"(torch {torch.__version__})")
 
 
 def command_line(argv: Optional[List[str]] = None) -> str:

@@ -1,5 +1,6 @@
 """The results registry and the tables generated from it."""
 import json
+import platform
 
 import pytest
 
@@ -257,3 +258,15 @@ def test_a_tools_command_is_recorded_as_its_python_dash_m_line():
     assert results.command_line(["/x/lightning_aae/results.py", "select", "--candidate", "a=r.jsonl#b"]) == \
         "python -m lightning_aae.results select --candidate 'a=r.jsonl#b'"
     assert results.command_line(["/x/train.py", "seed=1"]) == "python train.py seed=1"
+
+
+def test_cpu_model_names_family_and_model_of_the_first_processor(tmp_path):
+    # a virtual machine often reports only the brand; the family and model tell two such machines apart
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 1\n"
+                    "model name\t: AMD EPYC\n\nprocessor\t: 1\ncpu family\t: 23\nmodel\t\t: 49\n"
+                    "model name\t: Other\n")
+    assert results.cpu_model(str(info)) == "AMD EPYC (family 25 model 1)"
+    info.write_text("processor\t: 0\nmodel name\t: Some ARM core\n")
+    assert results.cpu_model(str(info)) == "Some ARM core"
+    assert results.cpu_model(str(tmp_path / "absent")) == (platform.processor() or platform.machine())
