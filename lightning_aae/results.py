@@ -74,8 +74,8 @@ def git_commit(cwd: Optional[Path] = None) -> str:
 
 def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str:
     """The CPU's name with its family and model numbers ("AMD EPYC (family 25 model 1)"): a virtual
-    machine often names only the brand, and two CPUs of one brand can sum a float32 matmul in another order,
-    so a CPU run repeats exactly only on the same family and model (README, "Configuration")."""
+    machine often names only the brand, and a CPU run that repeated exactly on one such machine did not on
+    another (README, "Configuration"), so the registry should tell them apart."""
     fields: Dict[str, str] = {}
     try:
         for line in Path(cpuinfo).read_text().splitlines():
