@@ -20,6 +20,25 @@ def child_env(**extra: str) -> dict:
     return env
 
 
+def let_it_run(pid: int, cpu_seconds: float, timeout: float = 60.0) -> None:
+    """Wait until process pid has spent cpu_seconds more of CPU time (all its threads), or timeout seconds of wall
+    time: a fixed sleep on a loaded machine may end before the child has done anything."""
+    import time
+
+    def used() -> float:  # inf once the process has ended
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            return float("inf")
+        if fields[0] in "ZX":
+            return float("inf")
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+    start, deadline = used(), time.time() + timeout
+    while used() - start < cpu_seconds and time.time() < deadline:
+        time.sleep(0.02)
+
+
 def mnist_root() -> Path:
     """AAE_DATA_DIR, else ../shared/data, else ./data: the first holding MNIST/raw."""
     candidates = [Path(os.environ["AAE_DATA_DIR"])] if os.environ.get("AAE_DATA_DIR") else []

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import child_env, SMALL
+from conftest import child_env, let_it_run, SMALL
 from lightning_aae.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -101,7 +101,7 @@ def test_killed_run_resumes_from_last_and_keeps_its_wandb_run(data_root, tmp_pat
     deadline = time.time() + 240
     while not last.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
-    time.sleep(0.5)  # into the next epoch
+    let_it_run(proc.pid, 0.5)  # into the next epoch (CPU time: a loaded machine gives less per second)
     assert proc.poll() is None, "the run ended before it could be killed"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -134,7 +134,7 @@ def test_ctrl_c_saves_a_checkpoint(data_root, tmp_path):
     while not last.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     first = torch.load(last, weights_only=False)["global_step"]
-    time.sleep(0.5)  # into the next epoch
+    let_it_run(proc.pid, 0.5)  # into the next epoch (CPU time: a loaded machine gives less per second)
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "stopped by SIGINT" in out and "resume with: python train.py" in out

@@ -231,11 +231,13 @@ def _child(folder: Path, body: str, exit_code: str) -> Path:
 
 
 def test_jobs_2_runs_two_side_by_side_and_starts_no_new_run_after_a_failure(tmp_path):
-    """--jobs 2 with real processes: two run at once (each waits to see the other start), never three; after a
-    run fails, the running one finishes, nothing new starts, and the failure's code is returned."""
+    """--jobs 2 with real processes: two run at once (each waits to see the other start, and stays until the other
+    has counted, so a slow poll cannot count the third), never three; after a run fails, the running one finishes,
+    nothing new starts, and the failure's code is returned."""
     body = ("end = time.time() + 20\n"
             "while (seen := started()) < int(sys.argv[3]) and time.time() < end: time.sleep(0.05)\n"
             "(d / f'{name}.ran').write_text(f'{seen} {len(list(d.glob(\"*.end\")))}')\n"
+            "while len(list(d.glob('*.ran'))) < int(sys.argv[3]) and time.time() < end: time.sleep(0.05)\n"
             "while len(sys.argv) > 4 and not (d / f'{sys.argv[4]}.end').exists() and time.time() < end:\n"
             "    time.sleep(0.05)\n"
             "time.sleep(1.5 if len(sys.argv) > 4 else 0)\n")
