@@ -263,6 +263,7 @@ def test_a_stop_signal_reaches_both_trainings_of_jobs_2_once_each(tmp_path):
 
     child = _child(tmp_path, "seen = []\n"
                              "signal.signal(signal.SIGTERM, lambda s, f: seen.append(s))\n"
+                             "(d / f'{name}.ready').touch()\n"
                              "end = time.time() + 20\n"
                              "while not seen and time.time() < end: time.sleep(0.05)\n"
                              "time.sleep(0.5)\n"
@@ -270,9 +271,8 @@ def test_a_stop_signal_reaches_both_trainings_of_jobs_2_once_each(tmp_path):
 
     def stop_when_both_started():
         end = time.time() + 20
-        while len(list(tmp_path.glob("*.start"))) < 2 and time.time() < end:
-            time.sleep(0.05)
-        time.sleep(0.3)  # their handlers are set
+        while len(list(tmp_path.glob("*.ready"))) < 2 and time.time() < end:
+            time.sleep(0.05)  # both have started and set their handlers
         os.kill(os.getpid(), signal.SIGTERM)
 
     threading.Thread(target=stop_when_both_started, daemon=True).start()
