@@ -1,4 +1,5 @@
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -20,10 +21,16 @@ def child_env(**extra: str) -> dict:
     return env
 
 
+def wait_for_file(path: Path, proc, timeout: float) -> None:
+    """Wait until path exists, the child process proc has ended, or timeout seconds have passed."""
+    deadline = time.time() + timeout
+    while not path.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+
+
 def let_it_run(pid: int, cpu_seconds: float, timeout: float = 60.0) -> None:
     """Wait until process pid has spent cpu_seconds more of CPU time (all its threads), or timeout seconds of wall
     time: a fixed sleep on a loaded machine may end before the child has done anything."""
-    import time
 
     def used() -> float:  # inf once the process has ended
         try:

@@ -15,7 +15,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from callbacks.preemption import Preempted
-from conftest import child_env, let_it_run, SMALL_NETS
+from conftest import child_env, let_it_run, SMALL_NETS, wait_for_file
 from lightning_aae import storage
 from lightning_aae.cli import main
 from lightning_aae.config import load_config
@@ -113,9 +113,7 @@ def test_sigterm_to_train_py_saves_says_how_to_resume_and_exits_143(data_root, t
     proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True, env=child_env())
     ckpt = tmp_path / "aae" / "term" / "checkpoints" / "last.ckpt"
-    deadline = time.time() + 120
-    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)  # the end of epoch 0: training is under way, epoch 1 has started
+    wait_for_file(ckpt, proc, 120)  # the end of epoch 0: training is under way, epoch 1 has started
     let_it_run(proc.pid, 0.3)  # CPU time, so a loaded machine does not signal it too early
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)

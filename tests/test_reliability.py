@@ -2,13 +2,12 @@
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import child_env, let_it_run, SMALL
+from conftest import child_env, let_it_run, SMALL, wait_for_file
 from lightning_aae.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -98,9 +97,7 @@ def test_killed_run_resumes_from_last_and_keeps_its_wandb_run(data_root, tmp_pat
     env = child_env(WANDB_MODE="offline", OMP_NUM_THREADS="1")
     proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     last = tmp_path / "runs" / "aae" / "killed" / "checkpoints" / "last.ckpt"
-    deadline = time.time() + 240
-    while not last.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
+    wait_for_file(last, proc, 240)
     let_it_run(proc.pid, 0.5)  # into the next epoch (CPU time: a loaded machine gives less per second)
     assert proc.poll() is None, "the run ended before it could be killed"
     proc.send_signal(signal.SIGKILL)
@@ -130,9 +127,7 @@ def test_ctrl_c_saves_a_checkpoint(data_root, tmp_path):
     proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     last = tmp_path / "runs" / "aae" / "int" / "checkpoints" / "last.ckpt"
-    deadline = time.time() + 240
-    while not last.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
+    wait_for_file(last, proc, 240)
     first = torch.load(last, weights_only=False)["global_step"]
     let_it_run(proc.pid, 0.5)  # into the next epoch (CPU time: a loaded machine gives less per second)
     proc.send_signal(signal.SIGINT)
