@@ -139,6 +139,8 @@ class FigureCallback(Callback):
     def _run(self, trainer, module, stage: str) -> None:
         if stage not in self.stages or not trainer.is_global_zero or not self.applies(module):
             return
+        if stage == "test" and getattr(module, "test_name", "test") != "test":
+            return  # the final weights' test pass (train() tests them beside the chosen checkpoint): no figures
         data = getattr(trainer.datamodule, stage)
         was_training = module.training
         module.eval()

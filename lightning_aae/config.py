@@ -250,6 +250,14 @@ TrainerConfig = _make_trainer_config()
 
 
 @dataclass
+class EvaluateConfig:
+    """What train() evaluates after its test pass, on the checkpoint it tested."""
+
+    parzen: bool = False  # Parzen-window log-likelihood of the test images (sigma chosen on validation)
+    parzen_samples: int = 10000  # generated samples the window is built on
+
+
+@dataclass
 class Config:
     seed: int = 42
     output_dir: str = "runs"
@@ -263,6 +271,7 @@ class Config:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     callbacks: CallbacksConfig = field(default_factory=CallbacksConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
 
 
 def _one_line(exc: Exception) -> str:
@@ -315,6 +324,7 @@ def _check_choices(cfg: DictConfig) -> None:
         "trainer.log_every_n_steps": cfg.trainer.log_every_n_steps,
         "callbacks.figures.every_n_epochs": cfg.callbacks.figures.every_n_epochs,
         "callbacks.figures.tsne_points": cfg.callbacks.figures.tsne_points,
+        "evaluate.parzen_samples": cfg.evaluate.parzen_samples,
     }
     for key, value in positive.items():
         if not value > 0:

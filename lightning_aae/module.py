@@ -180,6 +180,8 @@ class AutoencoderModule(CodeInterface, InputCorruption, L.LightningModule):
         self.eval_metrics = nn.ModuleDict({stage: nn.ModuleList(self.metric_bundles(stage)) for stage in ("val", "test")})
         self.running = RunningMeans()
         self.stepper = None  # built with the optimizers
+        # what a test pass reports as: "test" (the chosen checkpoint) or "test_last" (the final weights)
+        self.test_name = "test"
         self.constrain("init")
 
     # ---- hooks of the schedule (and `corrupt`, from InputCorruption) -------------------------
@@ -286,6 +288,9 @@ class AutoencoderModule(CodeInterface, InputCorruption, L.LightningModule):
 
     def _log_eval(self, stage: str) -> None:
         values = compute_all(self.eval_metrics[stage], self, stage)
+        if stage == "test" and self.test_name != "test":
+            values = {f"{self.test_name}/{k.split('/', 1)[1]}": v for k, v in values.items()}
+            stage = self.test_name
         main = f"{stage}/recon_loss"
         self.log(main, values.pop(main), prog_bar=True)
         self.log_dict(values)

@@ -310,8 +310,13 @@ def write_table(doc: Path, rows: List[Dict[str, Any]]) -> None:
 
 def provenance() -> Dict[str, Any]:
     """Taken when a run starts: the code that runs is the code of that moment, whatever HEAD is later."""
-    return {"command": command_line(), "commit": git_commit(), "date": time.strftime("%Y-%m-%d"),
-            "started": time.time()}
+    now = time.time()
+    return {"command": command_line(), "commit": git_commit(), "date": time.strftime("%Y-%m-%d", time.gmtime(now)),
+            "started": now}
+
+
+def iso_utc(seconds: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
 
 
 SEGMENT = ("commit", "command", "date", "wall_s")  # what names one part of a run that was resumed
@@ -320,7 +325,7 @@ SEGMENT = ("commit", "command", "date", "wall_s")  # what names one part of a ru
 def segment(start: Dict[str, Any]) -> Dict[str, Any]:
     """The part of a run that began at `start` (its `provenance()`), up to now."""
     return {"commit": start["commit"], "command": start["command"], "date": start["date"],
-            "wall_s": round(time.time() - start["started"], 1)}
+            "started": iso_utc(start["started"]), "wall_s": round(time.time() - start["started"], 1)}
 
 
 def run_record(cfg: Dict[str, Any], metrics: Dict[str, float], epochs: int, best_epoch: Optional[int],
@@ -341,9 +346,10 @@ def with_earlier(result: Dict[str, Any], earlier: List[Dict[str, Any]]) -> Dict[
     counted in: wall_s summed over all parts, `segments` listing them, the last being this one."""
     if not earlier:
         return result
-    this = {k: result[k] for k in SEGMENT}
+    this = {k: result[k] for k in (*SEGMENT, "started") if k in result}
+    first = earlier[0].get("started")  # parts recorded before 2026-12-04 name only their date
     return {**result, "wall_s": round(sum(seg["wall_s"] for seg in earlier) + this["wall_s"], 1),
-            "segments": [*earlier, this]}
+            "segments": [*earlier, this], **({"started": first} if first else {})}
 
 
 def resumed_from(result: Dict[str, Any], earlier_dir: Path) -> Dict[str, Any]:

@@ -310,8 +310,11 @@ def train(cfg: DictConfig, verbose: bool = True, extra_callbacks: Optional[list]
         metrics = _scalars(trainer.callback_metrics)  # the last epoch's train/ and val/ figures
         checkpoint_cb = trainer.checkpoint_callback
         best = checkpoint_cb.best_model_path if checkpoint_cb is not None else ""
+        metrics.update(_test_final_weights(cfg, trainer, module, datamodule))
         trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
         metrics.update(_scalars(trainer.callback_metrics))
+        if cfg.evaluate.parzen:
+            metrics.update(_parzen(cfg, module, datamodule, "test"))
         if logger is not None and trainer.is_global_zero:
             logger.experiment.summary.update({k: v for k, v in metrics.items() if k.startswith("test/")})
         if trainer.is_global_zero:
@@ -331,6 +334,29 @@ def train(cfg: DictConfig, verbose: bool = True, extra_callbacks: Optional[list]
     if logger is not None and trainer.is_global_zero:
         logger.experiment.finish()  # one train() call is one W&B run, also when called again in-process
     return metrics
+
+
+def _test_final_weights(cfg: DictConfig, trainer, module, datamodule) -> Dict[str, float]:
+    """test_last/...: the test metrics of the weights the run ended with, no checkpoint chosen on the
+    validation set (the reported test/... are those of the chosen checkpoint). No figures are drawn."""
+    module.test_name = "test_last"
+    try:
+        trainer.test(module, datamodule=datamodule, verbose=False)  # a module and no ckpt_path: its current weights
+    finally:
+        module.test_name = "test"
+    out = {k: v for k, v in _scalars(trainer.callback_metrics).items() if k.startswith("test_last/")}
+    if cfg.evaluate.parzen:
+        out.update(_parzen(cfg, module, datamodule, "test_last"))
+    return out
+
+
+def _parzen(cfg: DictConfig, module, datamodule, prefix: str) -> Dict[str, float]:
+    """The Parzen-window log-likelihood of the tested (chosen) checkpoint, as `evaluate --parzen` gives it
+    (the same sample seed): sigma chosen on validation images, the mean over the test images."""
+    from .parzen import evaluate_parzen
+
+    result = evaluate_parzen(module.eval(), datamodule.val.x, datamodule.test.x, n_samples=cfg.evaluate.parzen_samples)
+    return {f"{prefix}/{k}": float(v) for k, v in result.items() if k != "sigma_scores"}
 
 
 def _write_result(cfg: DictConfig, trainer, metrics: Dict[str, float], best: str, start: Dict[str, Any],
