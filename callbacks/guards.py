@@ -7,7 +7,7 @@ from typing import Any, Dict, List, Optional
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from lightning_aae.results import curve_record, segment
+from lightning_aae.provenance import curve_record, segment
 from lightning_aae.schedule import DivergenceError
 
 
@@ -75,7 +75,7 @@ class WallClock(Callback):
     the wall time and code of all its parts and with its whole validation curve, not only the last
     part's.
 
-    `start` is `lightning_aae.results.provenance()` of this part; `monitor` the metric whose curve is
+    `start` is `lightning_aae.provenance.provenance()` of this part; `monitor` the metric whose curve is
     kept (the checkpoint callback's; None keeps none)."""
 
     def __init__(self, start: Dict[str, Any], monitor: Optional[str] = None):
@@ -115,5 +115,5 @@ class WallClock(Callback):
         self.values[trainer.current_epoch] = float(trainer.callback_metrics[self.monitor])
 
     def curve(self) -> Optional[Dict[str, Any]]:
-        """The monitored metric per epoch, as result.json keeps it (results.curve_record)."""
+        """The monitored metric per epoch, as result.json keeps it (provenance.curve_record)."""
         return curve_record(self.monitor, self.values)

@@ -100,8 +100,10 @@ class Preemption(Callback):
 
     @staticmethod
     def _requeue() -> str:
-        """Under SLURM, put the job back in the queue (as Lightning's SLURM environment does); the
-        requeued job, run with ckpt_path=auto, resumes from the checkpoint just saved."""
+        """Under SLURM, put the job back in the queue; the requeued job, run with ckpt_path=auto, resumes
+        from the checkpoint just saved."""
+        # ours, not SLURMEnvironment(auto_requeue=True): Lightning's handler saves its own hpc_ckpt_N.ckpt
+        # mid-step and requeues from the signal handler; this one requeues after the step, from last.ckpt
         job = os.environ.get("SLURM_JOB_ID")
         if not job:
             return ""

@@ -10,14 +10,14 @@ from PIL import Image
 
 
 def image_grid(images: np.ndarray, nrow: int, pad: int = 2) -> np.ndarray:
-    """Tile [N, 28, 28] images in [0, 1] into one uint8 picture with `nrow` images per row."""
-    n, h, w = images.shape
-    rows = (n + nrow - 1) // nrow
-    grid = np.ones((rows * (h + pad) + pad, nrow * (w + pad) + pad), dtype=np.float32)
-    for i, img in enumerate(images):
-        r, c = divmod(i, nrow)
-        grid[pad + r * (h + pad): pad + r * (h + pad) + h, pad + c * (w + pad): pad + c * (w + pad) + w] = img
-    return (np.clip(grid, 0, 1) * 255).astype(np.uint8)
+    """Tile [N, H, W] images in [0, 1] into one uint8 picture with `nrow` images per row (torchvision's
+    make_grid, white between the images)."""
+    import torch
+    from torchvision.utils import make_grid
+
+    tiles = torch.as_tensor(np.asarray(images, dtype=np.float32)).clamp(0, 1).unsqueeze(1)
+    grid = make_grid(tiles, nrow=nrow, padding=pad, pad_value=1.0)[0]  # make_grid repeats one channel to three
+    return (grid.numpy() * 255).astype(np.uint8)
 
 
 def figure_to_array(fig) -> np.ndarray:

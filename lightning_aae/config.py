@@ -1,40 +1,35 @@
-"""Typed configuration: schema (dataclasses) <- YAML file <- command-line dotlist.
+"""Typed configuration as a user loads it: schema (lightning_aae/schema.py) <- YAML file <- command-line
+dotlist, then checked against the registries of what implements each name.
 
-Every key a user may set is declared here, so a typo or a wrong type is caught before any
-work starts and reported as one line naming the key.
+A typo in a key, a wrong type or an impossible setting is one line naming the key, before any work starts.
 """
 from __future__ import annotations
 
-import dataclasses
-import inspect
 import os
-import typing
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import List, Optional
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-LOGGER_MODES = ("auto", "offline", "online", "disabled")
+from callbacks.figures import FIGURES, PROJECTIONS
+from callbacks.preemption import signal_numbers
+
+from .components import ACTIVATIONS, ARCHS, RNN_CELLS
+from .data import DATASETS
+from .losses import NONNEGATIVE, RECONSTRUCTION_LOSSES, SPARSITY, SPARSITY_REDUCTIONS
+from .optim import OPTIMIZERS, SCHEDULERS
+from .priors import PRIORS
+from .schedule import PHASES, STEPPERS
+from .schema import (LOGGER_MODES, CallbacksConfig, CheckpointConfig, Config, ConfigError, DataConfig,  # noqa: F401
+                     EvaluateConfig, FiguresConfig, LoggerConfig, ModelConfig, OptimConfig, PhaseOptimConfig,
+                     PreemptionConfig, TrainerConfig)
+from .variants import VARIANTS, CategoricalAAE
 
 
 def _registries() -> dict:
     """Each name list is the registry of what implements it; nothing is listed twice."""
-    from callbacks.figures import FIGURES
-
-    from .components import ACTIVATIONS, ARCHS, RNN_CELLS
-    from .data import DATASETS
-    from .losses import RECONSTRUCTION_LOSSES, SPARSITY, SPARSITY_REDUCTIONS
-    from .module import NONNEGATIVE
-    from .optim import OPTIMIZERS, SCHEDULERS
-    from .priors import PRIORS
-    from .schedule import STEPPERS
-    from .variants import VARIANTS
-
-    from callbacks.figures import PROJECTIONS
-
     return {"model.variant": VARIANTS, "model.arch": ARCHS, "model.prior": PRIORS,
             "model.recon_loss": RECONSTRUCTION_LOSSES, "model.activation": ACTIVATIONS,
             "model.code_activation": ACTIVATIONS, "model.rnn_cell": RNN_CELLS, "model.sparsity": SPARSITY,
@@ -42,236 +37,6 @@ def _registries() -> dict:
             "data.dataset": DATASETS, "optim.optimizer": OPTIMIZERS, "optim.scheduler": SCHEDULERS,
             "optim.stepper": STEPPERS, "callbacks.figures.kinds": FIGURES,
             "callbacks.figures.projection": PROJECTIONS}
-
-
-class ConfigError(ValueError):
-    """A problem with the user's configuration; its message is one line naming the culprit."""
-
-
-@dataclass
-class ModelConfig:
-    variant: str = "aae"
-    arch: str = "mlp"
-    latent_dim: int = 2
-    hidden_dims: List[int] = field(default_factory=lambda: [1000, 1000])
-    disc_hidden_dims: List[int] = field(default_factory=lambda: [1000, 1000])
-    dropout: float = 0.0
-    # hidden layers of the MLP encoder/decoder (relu, selu with LeCun-normal init, sigmoid, tanh,
-    # identity); discriminators stay ReLU; arch=linear is the MLP with identity everywhere
-    activation: str = "relu"
-    # on the encoder's output, for variants whose code is that output (autoencoder, aae, supervised):
-    # identity, relu (the sparse L1 guide), sigmoid (needed by sparsity=kl)
-    code_activation: str = "identity"
-    conv_channels: List[int] = field(default_factory=lambda: [32, 64])  # arch=conv
-    rnn_cell: str = "gru"  # arch=rnn: gru | lstm, one layer per hidden_dims entry, rows as time steps
-    # never in a discriminator. arch=conv: encoder and decoder; arch=mlp: the encoder's every layer
-    # including its output layer (the paper's clustering encoder: "crucial")
-    batch_norm: bool = False
-    prior: str = "gaussian"
-    prior_std: float = 1.0
-    label_regularized: bool = False  # aae: the discriminator also sees the digit (paper Fig. 4)
-    n_clusters: int = 16  # clustering, dim_reduction
-    # semi_supervised, clustering, dim_reduction: std of Gaussian noise added to both inputs of the
-    # categorical discriminator (instance noise; not in the paper). 0 = the paper's exact one-hots.
-    category_noise: float = 0.0
-    # a schedule of that noise (ours): category_noise until epoch category_noise_from, then linear
-    # to category_noise_final over category_noise_epochs epochs (0: a step) and held there. None: none
-    category_noise_final: Optional[float] = None
-    category_noise_from: int = 0
-    category_noise_epochs: int = 0
-    # semi_supervised, clustering, dim_reduction (ours): weight of log K - H(batch mean of q(y|x)) in
-    # the reconstruction loss, so no category is left empty; 0 = the paper (the adversary alone)
-    category_balance: float = 0.0
-    # (ours) weight of the batch's mean entropy of q(y|x) in the same loss: confident categories
-    category_confidence: float = 0.0
-    # (ours) the epoch from which category_balance and category_confidence apply (before it: the paper)
-    category_terms_from: int = 0
-    head_distance: float = 2.0  # dim_reduction: cluster heads closer than this are penalised
-    head_penalty: float = 1.0  # dim_reduction: weight of that hinge penalty
-    kl_weight: float = 1.0  # vae
-    recon_loss: str = "mse"
-    # std of Gaussian noise added to the encoder's input in training only; the reconstruction
-    # target stays the clean image and evaluation sees clean images (also the denoising option)
-    input_noise: float = 0.0
-    # training-only corruptions of the encoder's input, the target staying clean: the share of pixels
-    # zeroed (masking noise, the denoising guide) and dropout on the input (zeroed and the rest scaled
-    # by 1/(1-p): the paper's clustering encoder)
-    input_mask: float = 0.0
-    input_dropout: float = 0.0
-    # semi-supervised: each labeled image shifted by a random whole number of pixels, up to this many
-    # in each direction (zero fill), every time it is drawn: augmentation of the labeled batch (ours)
-    labeled_shift: int = 0
-    # code sparsity added to the reconstruction loss: l1 (weight x mean over the batch of |code|
-    # summed over units) or kl (weight x KL(target || each unit's mean activation); sigmoid code)
-    sparsity: str = "none"
-    sparsity_weight: float = 0.0
-    sparsity_target: float = 0.05
-    sparsity_reduce: str = "sum"  # over code units: sum | mean
-    # encoder/decoder weight matrices: penalty (weight/2 x sum of squared negative entries) or
-    # project (negative entries set to 0 after every optimizer step)
-    nonnegative: str = "none"
-    nonnegative_weight: float = 1.0
-
-
-@dataclass
-class PhaseOptimConfig:
-    """Optimizer of one phase; unset values fall back to the shared ones under `optim`."""
-
-    lr: Optional[float] = None
-    betas: Optional[List[float]] = None
-    weight_decay: Optional[float] = None
-    grad_clip: Optional[float] = None
-    momentum: Optional[float] = None
-    milestones: Optional[List[int]] = None
-
-
-@dataclass
-class OptimConfig:
-    optimizer: str = "adam"  # adam | sgd (with momentum, the paper's appendix)
-    stepper: str = "eager"  # how a training step runs its phases (lightning_aae/schedule.py)
-    lr: float = 1e-3
-    momentum: float = 0.9  # optimizer=sgd
-    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
-    weight_decay: float = 0.0
-    grad_clip: float = 0.0  # max gradient norm per phase; 0 disables clipping
-    # Adam's fused kernel (one pass over all parameters instead of a Python loop over them):
-    # null = on where torch has it for the device (CPU, CUDA); false = torch's default Adam
-    fused: Optional[bool] = None
-    scheduler: str = "none"
-    step_size: int = 10  # epochs, for scheduler=step
-    gamma: float = 0.5  # decay factor for step / multistep / exponential
-    milestones: List[int] = field(default_factory=list)  # epochs, for scheduler=multistep
-    recon: PhaseOptimConfig = field(default_factory=PhaseOptimConfig)
-    disc: PhaseOptimConfig = field(default_factory=PhaseOptimConfig)
-    gen: PhaseOptimConfig = field(default_factory=PhaseOptimConfig)
-    classify: PhaseOptimConfig = field(default_factory=PhaseOptimConfig)
-
-
-@dataclass
-class DataConfig:
-    root: str = "${oc.env:AAE_DATA_DIR,data}"
-    dataset: str = "mnist"  # mnist | fashion_mnist (IDX files under <root>/MNIST/raw or <root>/FashionMNIST/raw)
-    download: bool = True
-    batch_size: int = 100  # per device
-    labeled_batch_size: int = 100  # per device, for variants that train on labels
-    val_size: int = 10000
-    labels_per_class: int = 0
-    split_seed: int = 0
-    on_device: bool = True  # keep the tensors on the accelerator
-
-
-@dataclass
-class LoggerConfig:
-    enabled: bool = True
-    mode: str = "auto"  # auto: online when logged in to W&B, offline otherwise
-    project: str = "lightning-aae"
-    entity: Optional[str] = None
-    name: Optional[str] = None
-    group: Optional[str] = None  # defaults to the variant
-    tags: List[str] = field(default_factory=list)
-    save_dir: str = "."  # W&B writes its runs under <save_dir>/wandb
-    init_timeout: float = 30.0  # seconds W&B may take to start online before the run goes on offline
-
-
-@dataclass
-class CheckpointConfig:
-    monitor: str = "val/recon_loss"
-    mode: str = "min"
-    save_top_k: int = 1
-    save_last: bool = True
-
-
-@dataclass
-class FiguresConfig:
-    enabled: bool = True
-    every_n_epochs: int = 1
-    n_images: int = 10  # digits per row in reconstruction / sample grids
-    max_points: int = 5000  # codes in the latent scatterplot
-    # codes wider than 2-D are drawn projected: pca (with the prior's samples behind) or tsne (scikit-learn,
-    # on a seeded subsample of tsne_points codes)
-    projection: str = "pca"
-    tsne_points: int = 2000
-    # figures drawn where they apply to the variant: reconstructions, prior_samples, latent_scatter,
-    # manifold, style_grid, classification, filters, accuracy_curve, training_health
-    kinds: List[str] = field(default_factory=lambda: list(_registries()["callbacks.figures.kinds"]))
-
-
-@dataclass
-class PreemptionConfig:
-    # signals that, during fit, finish the step, save checkpoints/last.ckpt and exit with 128 + signal
-    # (one the parent process ignores, as nohup does SIGHUP, stays ignored)
-    signals: List[str] = field(default_factory=lambda: ["SIGTERM", "SIGINT", "SIGHUP", "SIGUSR1", "SIGUSR2"])
-    # under SLURM, this one also requeues the job (scontrol requeue); run it with ckpt_path=auto
-    requeue_signal: Optional[str] = "SIGUSR1"
-
-
-@dataclass
-class CallbacksConfig:
-    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
-    figures: FiguresConfig = field(default_factory=FiguresConfig)
-    preemption: PreemptionConfig = field(default_factory=PreemptionConfig)
-    progress_bar_refresh_rate: int = 20
-
-
-def _trainer_field_type(annotation: Any) -> Any:
-    """Map a Trainer argument's annotation to one OmegaConf can check, or Any."""
-    simple = (int, float, bool, str)
-    if annotation in simple:
-        return annotation
-    args = typing.get_args(annotation)
-    if typing.get_origin(annotation) is typing.Union and len(args) == 2 and type(None) in args:
-        (inner,) = [a for a in args if a is not type(None)]
-        if inner in simple:
-            return Optional[inner]
-    return Any
-
-
-# Trainer arguments built by train() itself, never from the config.
-_TRAINER_BUILT_HERE = {"self", "logger", "callbacks", "plugins", "default_root_dir"}
-# Our defaults where they differ from Lightning's.
-_TRAINER_DEFAULTS = {"max_epochs": 50, "log_every_n_steps": 50, "num_sanity_val_steps": 0}
-
-
-def _make_trainer_config() -> type:
-    import lightning as L
-
-    fields = []
-    for name, p in inspect.signature(L.Trainer.__init__).parameters.items():
-        if name in _TRAINER_BUILT_HERE or p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
-            continue
-        default = _TRAINER_DEFAULTS.get(name, p.default)
-        if not (default is None or isinstance(default, (int, float, str, bool))):
-            continue
-        fields.append((name, _trainer_field_type(p.annotation), field(default=default)))
-    return dataclasses.make_dataclass("TrainerConfig", fields)
-
-
-TrainerConfig = _make_trainer_config()
-
-
-@dataclass
-class EvaluateConfig:
-    """What train() evaluates after its test pass, on the checkpoint it tested."""
-
-    parzen: bool = False  # Parzen-window log-likelihood of the test images (sigma chosen on validation)
-    parzen_samples: int = 10000  # generated samples the window is built on
-
-
-@dataclass
-class Config:
-    seed: int = 42
-    output_dir: str = "runs"
-    # a checkpoint file; "last": the newest last.ckpt of this variant (or logger.name), which must exist;
-    # "auto": the same if there is one, else a new run (for jobs that are requeued or restarted)
-    ckpt_path: Optional[str] = None
-    num_threads: Optional[int] = None  # torch CPU threads for this run (null: torch's default)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    logger: LoggerConfig = field(default_factory=LoggerConfig)
-    callbacks: CallbacksConfig = field(default_factory=CallbacksConfig)
-    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
 
 
 def _one_line(exc: Exception) -> str:
@@ -355,20 +120,18 @@ def _check_choices(cfg: DictConfig) -> None:
 
 
 def _check_run(cfg: DictConfig) -> None:
-    from callbacks.preemption import signal_numbers
-
     p = cfg.callbacks.preemption
     try:
         signal_numbers(list(p.signals) + ([p.requeue_signal] if p.requeue_signal else []))
     except ValueError as exc:
         raise ConfigError(f"callbacks.preemption: {exc}") from None
+    if not cfg.ddp_timeout_s > 0:
+        raise ConfigError(f"ddp_timeout_s must be positive, got {cfg.ddp_timeout_s}")
     if cfg.num_threads is not None and cfg.num_threads < 1:
         raise ConfigError(f"num_threads must be at least 1, got {cfg.num_threads}")
 
 
 def _check_optim(cfg: DictConfig) -> None:
-    from .schedule import PHASES
-
     any_milestones = False
     for phase in ["", *(f".{name}" for name in PHASES)]:  # the shared settings, then each phase's
         betas = OmegaConf.select(cfg, f"optim{phase}.betas")
@@ -385,9 +148,6 @@ def _check_optim(cfg: DictConfig) -> None:
 def _check_variant(cfg: DictConfig) -> None:
     """Settings that only make sense together; which variants and priors they concern is read off
     the registries (a variant's `categories`, a prior's `ten_parts`)."""
-    from .priors import PRIORS
-    from .variants import VARIANTS, CategoricalAAE
-
     m, labels = cfg.model, cfg.data.labels_per_class
     parts = [name for name, cls in PRIORS.items() if cls.ten_parts]
     if m.prior in parts and m.latent_dim != 2:
@@ -457,5 +217,7 @@ def load_config(path: Optional[str | os.PathLike] = None, overrides: Optional[Li
         OmegaConf.resolve(cfg)
     except OmegaConfBaseException as exc:
         raise _key_error(exc, "interpolation") from None
+    if list(cfg.callbacks.figures.kinds) == ["all"]:
+        cfg.callbacks.figures.kinds = list(FIGURES)
     _check_choices(cfg)
     return cfg

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import sys
 
-EXIT_INPUT, EXIT_DIVERGED, EXIT_STORAGE = 2, 3, 4  # bad input, training diverged, a write failed
+# bad input, training diverged, a write failed, a process of a multi-process run failed
+EXIT_INPUT, EXIT_DIVERGED, EXIT_STORAGE, EXIT_DISTRIBUTED = 2, 3, 4, 5
 
 
 def fail(message: object, code: int) -> int:

@@ -80,6 +80,9 @@ def _entropy(probs: torch.Tensor) -> torch.Tensor:
     return -(probs * probs.clamp_min(1e-12).log()).sum(-1)
 
 
+NONNEGATIVE = ("none", "penalty", "project")  # model.nonnegative: how the weights are kept >= 0
+
+
 def negative_weight_penalty(weights) -> torch.Tensor:
     """Half the sum of squares of the negative entries (the nonnegativity-constrained autoencoder's term)."""
     return 0.5 * sum(w.clamp(max=0).pow(2).sum() for w in weights)

@@ -27,14 +27,11 @@ def plain(cfg: Any) -> Dict[str, Any]:
     return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
 
 
-NONNEGATIVE = ("none", "penalty", "project")  # model.nonnegative
-
-
 def model_defaults() -> Dict[str, Any]:
     """Every model key with its default: checkpoints written before a key existed load with it."""
     import dataclasses
 
-    from .config import ModelConfig
+    from .schema import ModelConfig
 
     return dataclasses.asdict(ModelConfig())
 
@@ -237,7 +234,7 @@ class AutoencoderModule(CodeInterface, InputCorruption, L.LightningModule):
         self.stepper = make_stepper(
             self.optim_cfg.get("stepper", "eager"), params=params,
             clip_norms={name: phase_setting(self.optim_cfg, name, "grad_clip") for name in params},
-            backward=self.manual_backward,
+            backward=self.manual_backward, toggle=self.toggled_optimizer,
             clip=lambda opt, _, norm: self.clip_gradients(opt, gradient_clip_val=norm, gradient_clip_algorithm="norm"))
         return (list(optimizers.values()), scheds) if scheds else list(optimizers.values())
 

@@ -16,9 +16,9 @@ replace `EagerStepper` through `optim.stepper` without touching a variant.
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, ContextManager, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -116,19 +116,10 @@ PHASES: Dict[str, Phase] = {
 }
 
 
-@contextmanager
-def only_these_require_grad(all_params: List[nn.Parameter], phase_params: List[nn.Parameter]):
-    """Gradients flow only to the phase's parameters (what Lightning's toggled_optimizer does)."""
-    mine = {id(p) for p in phase_params}
-    saved = [(p, p.requires_grad) for p in all_params]
-    for p, _ in saved:
-        if id(p) not in mine:
-            p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p, flag in saved:
-            p.requires_grad_(flag)
+def _no_toggle(optimizer):
+    """Outside a Trainer nothing is switched off: each phase zeroes and steps only its optimizer's
+    parameters, so the update is the same; only gradients nobody uses are computed too."""
+    return nullcontext()
 
 
 def _plain_backward(loss: torch.Tensor) -> None:
@@ -142,20 +133,22 @@ def _plain_clip(optimizer, params: List[nn.Parameter], max_norm: float) -> None:
 class EagerStepper:
     """Runs the model's phases in schedule order, eagerly, each with the optimizer of its name.
 
-    `backward` and `clip` default to plain PyTorch; the LightningModule passes its own
-    (`manual_backward` for DDP and precision plugins, `clip_gradients`).
+    `backward`, `clip` and `toggle` default to plain PyTorch; the LightningModule passes its own
+    (`manual_backward` for DDP and precision plugins, `clip_gradients`, and `toggled_optimizer`, under
+    which gradients flow only to the phase optimizer's parameters).
     """
 
     name = "eager"
 
     def __init__(self, params: Dict[str, List[nn.Parameter]], clip_norms: Optional[Dict[str, float]] = None,
                  backward: Callable[[torch.Tensor], None] = _plain_backward,
-                 clip: Callable[[object, List[nn.Parameter], float], None] = _plain_clip):
+                 clip: Callable[[object, List[nn.Parameter], float], None] = _plain_clip,
+                 toggle: Callable[[object], ContextManager] = _no_toggle):
         unknown = set(params) - set(PHASES)
         if unknown:
             raise ValueError(f"no phase named {sorted(unknown)}; phases: {', '.join(PHASES)}")
         self.params = params
-        self.all_params = list({id(p): p for group in params.values() for p in group}.values())
+        self.toggle = toggle
         self.clip_norms = clip_norms or {}
         self.backward = backward
         self.clip = clip
@@ -165,7 +158,7 @@ class EagerStepper:
         phase = PHASES[name]
         if phase.prepare is not None:
             phase.prepare(model, batch)
-        with only_these_require_grad(self.all_params, self.params[name]):
+        with self.toggle(optimizer):
             result = phase.loss(model, batch)
             if result is None:
                 return {}

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import errno
 import glob
+import io
 import os
 import pickle
 import re
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
@@ -72,11 +74,30 @@ def append_line_atomic(path: str | os.PathLike, line: str | list) -> None:
     """Append one line (or several, all or none) by rewriting the file atomically: a failure leaves the
     earlier lines as they were."""
     lines = [line] if isinstance(line, str) else list(line)
-    old = Path(path).read_bytes() if Path(path).is_file() else b""
-    if old and not old.endswith(b"\n"):
-        old += b"\n"
     new = b"".join(text.rstrip("\n").encode() + b"\n" for text in lines)
-    write_atomic(path, lambda f: f.write(old + new))
+    with _locked(path):  # writers in other processes wait: none reads the file while another renames over it
+        old = Path(path).read_bytes() if Path(path).is_file() else b""
+        if old and not old.endswith(b"\n"):
+            old += b"\n"
+        write_atomic(path, lambda f: f.write(old + new))
+
+
+@contextmanager
+def _locked(path: str | os.PathLike):
+    """An advisory lock (flock) on the folder holding `path`, held for the block: no lock file is left."""
+    import fcntl
+
+    folder = Path(path).absolute().parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError as exc:
+        raise StorageError(f"cannot write {path}: {_reason(exc)}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 def check_writable(folder: str | os.PathLike, what: str) -> None:
@@ -153,7 +174,14 @@ class SafeCheckpointIO(TorchCheckpointIO):
     """Lightning's checkpoint I/O with atomic saves and weights-only loads (resume included)."""
 
     def save_checkpoint(self, checkpoint: Dict[str, Any], path, storage_options: Optional[Any] = None) -> None:
-        write_atomic(path, lambda f: torch.save(checkpoint, f))
+        # serialised in memory first: torch's zip writer reports a full disk as a RuntimeError of its own
+        # ("unexpected pos"), the write of the bytes as the OSError (ENOSPC) the storage error names
+        def write(f) -> None:
+            buffer = io.BytesIO()
+            torch.save(checkpoint, buffer)
+            f.write(buffer.getbuffer())
+
+        write_atomic(path, write)
 
     def load_checkpoint(self, path, map_location: Optional[Any] = "cpu", weights_only: Optional[bool] = None):
         return load_checkpoint(path, map_location)

@@ -8,17 +8,19 @@ import time
 from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.strategies import DDPStrategy
 from omegaconf import DictConfig, OmegaConf
 
 from callbacks.guards import WallClock
 from callbacks.preemption import Preempted
 
-from .config import ConfigError
+from .schema import ConfigError
 from .data import MNISTDataModule
 from .schedule import DivergenceError
 from .storage import SafeCheckpointIO, check_writable, load_checkpoint, runs_named, write_text_atomic
@@ -256,9 +258,14 @@ def _device_count(devices: Any, accelerator: str) -> int:
 def trainer_kwargs(cfg: DictConfig) -> Dict[str, Any]:
     kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
     several = (kwargs.get("num_nodes") or 1) > 1 or _device_count(kwargs.get("devices"), kwargs.get("accelerator")) > 1
-    if several and kwargs.get("strategy") == "auto":
-        # every AAE phase leaves some parameters without gradients; plain ddp refuses that
-        kwargs["strategy"] = "ddp_find_unused_parameters_true"
+    if several and kwargs.get("strategy") in ("auto", "ddp", "ddp_find_unused_parameters_true"):
+        # every AAE phase leaves some parameters without gradients, which plain ddp refuses; a dead or hung
+        # process stops the others after ddp_timeout_s instead of torch's 30 minutes
+        kwargs["strategy"] = DDPStrategy(find_unused_parameters=True, timeout=timedelta(seconds=cfg.ddp_timeout_s))
+    on_gpus = kwargs.get("accelerator") in ("gpu", "cuda") or (kwargs.get("accelerator") == "auto" and
+                                                              torch.cuda.is_available())
+    if several and cfg.model.batch_norm and on_gpus:
+        kwargs["sync_batchnorm"] = True  # one set of batch statistics across GPUs (torch's needs GPUs)
     return kwargs
 
 
@@ -283,7 +290,7 @@ def _checked_datamodule(cfg: DictConfig) -> MNISTDataModule:
 
 def train(cfg: DictConfig, verbose: bool = True, extra_callbacks: Optional[list] = None) -> Dict[str, float]:
     """Fit, test on the 10,000 MNIST test images, and return the final metrics as floats."""
-    from .results import provenance
+    from .provenance import provenance
 
     start = provenance()  # the commit and command of the code that runs, taken now
     if cfg.num_threads:
@@ -303,22 +310,15 @@ def train(cfg: DictConfig, verbose: bool = True, extra_callbacks: Optional[list]
     logger = build_logger(cfg, run_dir)  # every rank: non-zero ranks get W&B's dummy run
     clock = WallClock(start, cfg.callbacks.checkpoint.monitor)  # resumed, it holds the earlier parts and curve
     callbacks = build_callbacks(cfg, run_dir) + [clock] + list(extra_callbacks or [])
-    trainer = L.Trainer(**trainer_kwargs(cfg), logger=logger if logger is not None else False,
-                        callbacks=callbacks, default_root_dir=str(run_dir), plugins=[SafeCheckpointIO()])
+    # metrics also go to <run>/csv/version_<part>/metrics.csv, a file per part (CSVLogger deletes one it finds)
+    loggers = [CSVLogger(save_dir=str(run_dir), name="csv")] + ([logger] if logger is not None else [])
+    trainer = L.Trainer(**trainer_kwargs(cfg), logger=loggers, callbacks=callbacks, default_root_dir=str(run_dir),
+                        plugins=[SafeCheckpointIO()])
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt) if ckpt else None)
-        metrics = _scalars(trainer.callback_metrics)  # the last epoch's train/ and val/ figures
-        checkpoint_cb = trainer.checkpoint_callback
-        best = checkpoint_cb.best_model_path if checkpoint_cb is not None else ""
-        metrics.update(_test_final_weights(cfg, trainer, module, datamodule))
-        trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
-        metrics.update(_scalars(trainer.callback_metrics))
-        if cfg.evaluate.parzen:
-            metrics.update(_parzen(cfg, module, datamodule, "test"))
-        if logger is not None and trainer.is_global_zero:
-            logger.experiment.summary.update({k: v for k, v in metrics.items() if k.startswith("test/")})
+        metrics, best = _test(cfg, trainer, module, datamodule)
         if trainer.is_global_zero:
-            _write_result(cfg, trainer, metrics, best, start, run_dir, clock.earlier, clock.curve())
+            _write_result(cfg, trainer, metrics, best, start, run_dir, clock.earlier, clock.curve(), logger)
     except DivergenceError:
         if logger is not None and trainer.is_global_zero:
             logger.experiment.finish(exit_code=1)  # the W&B run shows as failed
@@ -327,6 +327,9 @@ def train(cfg: DictConfig, verbose: bool = True, extra_callbacks: Optional[list]
         if logger is not None and trainer.is_global_zero:
             _finish_preempted(logger, stop.exit_code)
         raise
+    except RuntimeError as exc:
+        _raise_if_distributed(exc, trainer, run_dir)
+        raise
     finally:
         os.environ.pop(RUN_DIR_ENV, None)
     if verbose and trainer.is_global_zero:
@@ -334,6 +337,40 @@ def train(cfg: DictConfig, verbose: bool = True, extra_callbacks: Optional[list]
     if logger is not None and trainer.is_global_zero:
         logger.experiment.finish()  # one train() call is one W&B run, also when called again in-process
     return metrics
+
+
+class DistributedFailure(RuntimeError):
+    """A collective failed under several processes: a peer died, hung past ddp_timeout_s, or lost its
+    connection. Carries what the one-line report needs; the framework's traceback goes to a file."""
+
+    def __init__(self, cause: BaseException, run_dir: Path, rank: int):
+        super().__init__(_first_line(cause))
+        self.cause, self.run_dir, self.rank = cause, run_dir, rank
+
+
+_COLLECTIVE = ("gloo", "nccl", "connection reset", "connection closed", "broken pipe", "timed out", "processgroup")
+
+
+def _raise_if_distributed(exc: RuntimeError, trainer, run_dir: Path) -> None:
+    import torch.distributed as dist
+
+    failed = isinstance(exc, dist.DistError) or any(k in str(exc).lower() for k in _COLLECTIVE)
+    if trainer.world_size > 1 and failed:
+        raise DistributedFailure(exc, run_dir, trainer.global_rank) from exc
+
+
+def _test(cfg: DictConfig, trainer, module, datamodule) -> Tuple[Dict[str, float], str]:
+    """The last epoch's train/ and val/ metrics, then the test metrics of the final weights (test_last/) and
+    of the checkpoint chosen on validation (test/), which is tested last; and that checkpoint's path."""
+    metrics = _scalars(trainer.callback_metrics)
+    checkpoint_cb = trainer.checkpoint_callback
+    best = checkpoint_cb.best_model_path if checkpoint_cb is not None else ""
+    metrics.update(_test_final_weights(cfg, trainer, module, datamodule))
+    trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
+    metrics.update(_scalars(trainer.callback_metrics))
+    if cfg.evaluate.parzen:
+        metrics.update(_parzen(cfg, module, datamodule, "test"))
+    return metrics, best
 
 
 def _test_final_weights(cfg: DictConfig, trainer, module, datamodule) -> Dict[str, float]:
@@ -360,11 +397,14 @@ def _parzen(cfg: DictConfig, module, datamodule, prefix: str) -> Dict[str, float
 
 
 def _write_result(cfg: DictConfig, trainer, metrics: Dict[str, float], best: str, start: Dict[str, Any],
-                  run_dir: Path, earlier: list, curve: Optional[Dict[str, Any]] = None) -> None:
-    """result.json: what `python -m lightning_aae.results record` puts in the registry."""
+                  run_dir: Path, earlier: list, curve: Optional[Dict[str, Any]] = None, logger=None) -> None:
+    """result.json: what the run trained, its metrics and its provenance (experiments/ records it in the
+    registry); the test metrics also go to the W&B run's summary."""
     import json
 
-    from .results import run_record
+    if logger is not None:
+        logger.experiment.summary.update({k: v for k, v in metrics.items() if k.startswith(("test/", "test_last/"))})
+    from .provenance import run_record
 
     stem = Path(best).stem if best else ""
     best_epoch = int(stem[5:]) if stem.startswith("epoch") and stem[5:].isdigit() else None

@@ -7,6 +7,11 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
+# The weight fingerprints (tests/data/fingerprints.json) were recorded where MKL ran its AVX2 kernels; on a
+# CPU with AVX-512 MKL picks other kernels, which sum in another order, and adversarial training amplifies
+# that past the tolerance within a few dozen steps. Set before torch loads MKL; child processes inherit it.
+os.environ.setdefault("MKL_ENABLE_INSTRUCTIONS", "AVX2")
+
 # Tests never touch the network or the user's W&B account.
 os.environ["WANDB_MODE"] = "offline"
 os.environ.pop("WANDB_API_KEY", None)

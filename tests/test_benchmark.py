@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_benchmark_produces_both_numbers(tmp_path, data_root):
     out = tmp_path / "bench.json"
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.epoch_time", "--variant", "aae", "semi_supervised",
+    proc = subprocess.run([sys.executable, "-m", "experiments.benchmarks.epoch_time", "--variant", "aae", "semi_supervised",
                            "--batch-size", "100", "--epochs", "2", "--limit-batches", "3", "--rounds", "2", "--data-root",
                            str(data_root), "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]

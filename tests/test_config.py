@@ -67,12 +67,20 @@ def test_bad_files_are_named(tmp_path, content, message):
 
 @pytest.mark.parametrize("overrides, strategy", [
     ([], "auto"),
-    (["trainer.devices=2"], "ddp_find_unused_parameters_true"),
-    (["trainer.devices=[0,1]"], "ddp_find_unused_parameters_true"),
-    (["trainer.num_nodes=2", "trainer.devices=1"], "ddp_find_unused_parameters_true"),
+    (["trainer.devices=2"], "ddp"),
+    (["trainer.devices=[0,1]"], "ddp"),
+    (["trainer.num_nodes=2", "trainer.devices=1"], "ddp"),
+    (["trainer.devices=2", "ddp_timeout_s=60"], "ddp"),
     (["trainer.devices=2", "trainer.strategy=ddp_spawn"], "ddp_spawn"),
 ])
 def test_several_devices_pick_a_strategy_that_allows_unused_parameters(overrides, strategy):
+    from lightning.pytorch.strategies import DDPStrategy
+
     from lightning_aae.training import trainer_kwargs
 
-    assert trainer_kwargs(load_config(None, overrides))["strategy"] == strategy
+    chosen = trainer_kwargs(load_config(None, overrides))["strategy"]
+    if strategy != "ddp":
+        assert chosen == strategy
+        return
+    assert isinstance(chosen, DDPStrategy) and chosen._ddp_kwargs["find_unused_parameters"] is True
+    assert chosen._timeout.total_seconds() == (60 if "ddp_timeout_s=60" in overrides else 300)

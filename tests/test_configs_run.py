@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from lightning_aae import results
+from experiments import registry as results
 from lightning_aae.config import load_config
 from lightning_aae.training import train
 

@@ -28,7 +28,10 @@ def test_both_processes_end_with_identical_parameters(ddp_run, variant):
     a = torch.load(ddp_run / f"{variant}_rank0.pt")
     b = torch.load(ddp_run / f"{variant}_rank1.pt")
     assert a.keys() == b.keys()
-    for k in a:
+    # batch-norm statistics (configs/clustering.yaml) are each process's own on CPUs: torch's SyncBatchNorm
+    # needs GPUs, where train() turns it on; the weights themselves must agree
+    own = ("running_mean", "running_var", "num_batches_tracked")
+    for k in (k for k in a if not k.endswith(own)):
         assert torch.equal(a[k], b[k]), f"{variant}: {k} differs between the processes"
 
 

@@ -285,7 +285,7 @@ def test_evaluate_writes_each_test_image_error_and_its_histogram(small_overrides
 
 
 def test_compare_draws_a_row_per_model_and_the_corrupted_inputs_of_a_denoiser(tmp_path):
-    from lightning_aae.compare import comparison_rows, main
+    from experiments.compare import comparison_rows, main
 
     plain, denoising = _module("autoencoder_wide").eval(), _module("denoising_mask").eval()
     x = torch.rand(6, 784)

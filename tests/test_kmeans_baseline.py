@@ -1,4 +1,4 @@
-"""The k-means floor for cluster error (benchmarks/kmeans_clusters.py): Lloyd's algorithm finds
+"""The k-means floor for cluster error (experiments/benchmarks/kmeans_clusters.py): k-means finds
 separated blobs, the scores name clusters by the validation image nearest each centre, and the
 command runs on MNIST's real splits."""
 import json
@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from benchmarks.kmeans_clusters import kmeans, main, score
+from experiments.benchmarks.kmeans_clusters import kmeans, main, score
 
 
 def blobs(n_per: int, seed: int):
@@ -19,7 +19,7 @@ def blobs(n_per: int, seed: int):
 def test_kmeans_separates_blobs_and_scores_them_without_error():
     x, y = blobs(50, 0)
     centres, iterations = kmeans(x, 3, seed=1)
-    assert iterations < 100  # stopped because nothing moved
+    assert iterations < 100  # converged
     vx, vy = blobs(20, 1)
     tx, ty = blobs(20, 2)
     s = score(centres, vx, vy, tx, ty)
@@ -47,5 +47,5 @@ def test_command_runs_on_mnist_splits(tmp_path, data_root):
     assert main(["--clusters", "3", "--seeds", "0", "--iters", "2", "--data-root", str(data_root),
                  "--json", str(out)]) == 0
     (row,) = json.loads(out.read_text())
-    assert row["clusters"] == 3 and row["iterations"] == 2
+    assert row["clusters"] == 3 and row["iterations"] <= 2
     assert 0.0 <= row["cluster_error"] <= 1.0 and 1 <= row["clusters_used"] <= 3

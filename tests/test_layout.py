@@ -31,3 +31,65 @@ def test_config_reads_every_name_list_from_its_registry():
         assert not any(f'"{a}", "{b}"' in source for a, b in zip(list(names), list(names)[1:])), \
             "a registry's names are listed again in config.py"
     assert list(load_config(None).callbacks.figures.kinds) == list(FIGURES)
+
+
+PROJECT = PACKAGE.parent
+PACKAGES = ("lightning_aae", "callbacks", "experiments")
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PROJECT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path, name: str) -> set:
+    """Every project module `path` imports, at the top or inside a function."""
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")
+                base = ".".join(anchor[: len(anchor) - node.level + 1] + ([base] if base else []))
+            found.add(base)
+            found |= {f"{base}.{a.name}" for a in node.names}
+    return {m for m in found if m.split(".")[0] in PACKAGES}
+
+
+def _graph() -> dict:
+    modules = {_module_name(p): p for pkg in PACKAGES for p in (PROJECT / pkg).rglob("*.py")}
+    return {name: {m for m in _imports(path, name) if m in modules and m != name} for name, path in modules.items()}
+
+
+def test_the_library_never_imports_the_lab():
+    offenders = {m: sorted(i for i in deps if i.startswith("experiments"))
+                 for m, deps in _graph().items() if not m.startswith("experiments")}
+    assert not {m: d for m, d in offenders.items() if d}
+
+
+def test_no_module_imports_one_that_imports_it_back():
+    graph = _graph()
+    # a package's __init__ importing its own modules is how a package is built, not a cycle
+    edges = {m: {d for d in deps if not (m in PACKAGES and d.startswith(m + "."))} for m, deps in graph.items()}
+    state, cycles = {}, []
+
+    def visit(node, stack):
+        state[node] = "open"
+        for nxt in sorted(edges.get(node, ())):
+            if state.get(nxt) == "open":
+                cycles.append(stack[stack.index(nxt):] + [nxt])
+            elif nxt not in state:
+                visit(nxt, stack + [nxt])
+        state[node] = "done"
+
+    for module in sorted(edges):
+        if module not in state:
+            visit(module, [module])
+    assert not cycles, cycles
+
+
+def test_the_config_schema_imports_nothing_from_the_project():
+    assert not _graph()["lightning_aae.schema"]

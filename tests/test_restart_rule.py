@@ -1,13 +1,13 @@
-"""The restart rule as one command (lightning_aae.restart_rule): which runs it trains, in what order, from
+"""The restart rule as one command (experiments.restart_rule): which runs it trains, in what order, from
 which checkpoint, how it decides, that it goes on after a stop, and once end to end with train.py."""
 import json
 from pathlib import Path
 
 import pytest
 
-from lightning_aae import restart_rule
+from experiments import restart_rule
 from lightning_aae.cli import main as train_main
-from lightning_aae.results import read
+from experiments.registry import read
 
 
 def _args(tmp_path, *extra):
@@ -83,8 +83,8 @@ def test_close_means_both_go_on_and_the_second_window_decides(tmp_path):
 
 def test_means_are_compared_as_results_select_compares_them(tmp_path):
     """Means to 4 decimals: 24.99996 and 25.50004 are 25.0 and 25.5, within the 0.5 band, as select finds."""
-    from lightning_aae.curves import parse_windows
-    from lightning_aae.selection import choose
+    from experiments.curves import parse_windows
+    from experiments.selection import choose
 
     levels = {3: 0.2499996, 8: 0.2550004}
     base = tmp_path / "runs" / "clustering"

@@ -1,197 +1,220 @@
-"""The results registry and the tables generated from it."""
+"""The results registry (experiments/registry.py), its stages, and the tables generated from it."""
 import json
+import multiprocessing
 import platform
+import subprocess
+from pathlib import Path
 
 import pytest
 
-from lightning_aae import results
+from experiments import registry, results, tables
+from lightning_aae import provenance
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
-def _result(seed, error, labels_per_class=100, recipe="adam-noise"):
+def _result(seed, error, labels_per_class=100, recipe="adam-noise", last=None, command=None,
+            started="2026-12-04T12:00:00Z"):
     cfg = {"seed": seed, "model": {"variant": "semi_supervised", "latent_dim": 10, "n_clusters": 16},
            "data": {"labels_per_class": labels_per_class}, "num_threads": 1}
-    return {"config": cfg, "metrics": {"test/error": error, "test/accuracy": 1 - error}, "epochs": 70,
-            "best_epoch": 60, "wall_s": 4000.0, "command": "python train.py --config configs/semi_supervised.yaml",
-            "commit": "abc", "date": "2026-11-23", "hardware": "cpu", "run_dir": "runs/x", "recipe": recipe}
+    metrics = {"test/error": error, "test/accuracy": 1 - error}
+    if last is not None:
+        metrics["test_last/error"] = last
+    return {"config": cfg, "metrics": metrics, "epochs": 70, "best_epoch": 60, "wall_s": 4000.0,
+            "command": command or f"python train.py --config configs/semi_supervised.yaml seed={seed} optim.lr=0.1",
+            "commit": "abc", "date": "2026-11-23", "started": started, "hardware": "cpu", "run_dir": f"runs/s{seed}",
+            "recipe": recipe}
 
 
-def test_a_run_becomes_one_registry_line_with_what_the_issue_asks(tmp_path):
+def test_a_run_becomes_one_registry_line_with_both_test_numbers(tmp_path):
     reg = tmp_path / "results.jsonl"
-    results.append(results.registry_line(_result(0, 0.0291)), reg)
-    (line,) = results.read(reg)
+    registry.append(registry.registry_lines(_result(0, 0.0291, last=0.0302), root=tmp_path), reg)
+    (line,) = registry.read(reg)
     assert line["experiment"] == "semi_supervised" and line["labels"] == 1000 and line["seed"] == 0
     assert line["metric"] == "test_error" and line["value"] == pytest.approx(2.91)
-    assert all(line[k] is not None for k in results.REQUIRED)
+    assert line["value_last"] == pytest.approx(3.02) and line["started"] == "2026-12-04T12:00:00Z"
+    assert line["stage"] == "exploratory" and "row" not in line  # an override that is not a runtime key
+    assert all(line[k] is not None for k in registry.REQUIRED)
 
 
-def test_table_gives_mean_and_sample_std_over_seeds_per_recipe(tmp_path):
-    rows = [results.registry_line(r) for r in
-            (_result(0, 0.02), _result(1, 0.03), _result(0, 0.05, labels_per_class=10), _result(0, 0.04, recipe="sgd"))]
-    text = results.table(rows)
-    (adam_1000,) = [l for l in text.splitlines() if "labels 1000" in l and "adam-noise" in l]
-    assert "2.50 ± 0.71" in adam_1000 and "| 2 |" in adam_1000 and "1.60 ± 0.08" in adam_1000
-    (single,) = [l for l in text.splitlines() if "labels 100 " in l]
-    assert "| 5.00 |" in single and "| 1 |" in single  # one seed: no spread is claimed
+def test_only_the_rows_command_plus_runtime_keys_names_a_row():
+    assert registry.row_of("python train.py --config configs/parzen.yaml seed=3 num_threads=1 "
+                           "output_dir=/x logger.name=a 'logger.tags=[a]' ckpt_path=/x/last.ckpt") == "parzen"
+    assert registry.row_of("python train.py --config configs/parzen.yaml seed=3 model.latent_dim=4") is None
+    assert registry.row_of("python train.py --config other/parzen.yaml seed=3") is None
+    assert registry.row_of("python -m experiments.restart_rule --seed 3") is None
 
 
-def test_table_is_written_between_its_markers_only(tmp_path):
-    doc = tmp_path / "results.md"
-    doc.write_text(f"# Results\n\nintro\n\n{results.BEGIN}\nold table\n{results.END}\n\nafter\n")
-    results.write_table(doc, [results.registry_line(_result(0, 0.03))])
-    text = doc.read_text()
-    assert "old table" not in text and "| 3.00 |" in text and text.startswith("# Results\n\nintro")
-    assert text.rstrip().endswith("after")
+@pytest.fixture
+def prereg_repo(tmp_path):
+    """A git checkout whose docs/preregistered/semi_supervised.yaml lists seeds 100 and 101."""
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True,
+                       env={"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+                            "GIT_COMMITTER_EMAIL": "t@t", "GIT_COMMITTER_DATE": "2026-12-04T10:00:00Z",
+                            "GIT_AUTHOR_DATE": "2026-12-04T10:00:00Z", "PATH": "/usr/bin:/bin"})
+    git("init", "-q")
+    (tmp_path / "docs" / "preregistered").mkdir(parents=True)
+    (tmp_path / "docs" / "preregistered" / "semi_supervised.yaml").write_text(
+        "row: semi_supervised\nseeds: [100, 101]\nmetric: test/error\n")
+    git("add", "docs")
+    git("commit", "-qm", "preregister")
+    return tmp_path
 
 
-def test_incomplete_lines_and_unfinished_runs_are_refused(tmp_path, capsys):
-    with pytest.raises(ValueError, match="lacks commit"):
-        results.append({**results.registry_line(_result(0, 0.03)), "commit": None}, tmp_path / "r.jsonl")
-    assert results.main(["record", str(tmp_path), "--registry", str(tmp_path / "r.jsonl")]) == 2
-    assert "result.json not found" in capsys.readouterr().err
-    (tmp_path / "run").mkdir()
-    (tmp_path / "run" / "result.json").write_text(json.dumps(_result(3, 0.04)))
-    assert results.main(["record", str(tmp_path / "run"), "--registry", str(tmp_path / "r.jsonl")]) == 0
-    assert results.read(tmp_path / "r.jsonl")[0]["seed"] == 3
+def test_a_confirmation_is_the_rows_command_on_a_listed_seed_started_after_the_file_was_committed(prereg_repo):
+    row_command = "python train.py --config configs/semi_supervised.yaml seed={} num_threads=1 output_dir=/w"
+    (line,) = registry.registry_lines(_result(100, 0.02, command=row_command.format(100)), root=prereg_repo)
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=prereg_repo, capture_output=True, text=True).stdout.strip()
+    assert (line["row"], line["stage"], line["preregistered"]) == ("semi_supervised", "confirmation", commit)
+    for result in (_result(102, 0.02, command=row_command.format(102)),  # a seed the file does not list
+                   _result(100, 0.02, command=row_command.format(100), started="2026-12-04T09:59:00Z"),  # before it
+                   _result(100, 0.02, command=row_command.format(100) + " optim.lr=0.1")):  # another recipe
+        (line,) = registry.registry_lines(result, root=prereg_repo)
+        assert line["stage"] == "exploratory" and "preregistered" not in line
+    # a resumed run is a confirmation only if every part ran the row's command
+    resumed = _result(101, 0.02, command=row_command.format(101) + " ckpt_path=/w/last.ckpt")
+    resumed["segments"] = [{"command": row_command.format(101) + " trainer.max_epochs=3"}, {"command": resumed["command"]}]
+    assert registry.registry_lines(resumed, root=prereg_repo)[0]["stage"] == "exploratory"
+    resumed["segments"][0]["command"] = row_command.format(101)
+    assert registry.registry_lines(resumed, root=prereg_repo)[0]["stage"] == "confirmation"
 
 
-def test_a_run_records_the_commit_it_started_from(small_overrides, tmp_path, monkeypatch):
-    from lightning_aae.config import load_config
-    from lightning_aae.training import train
-
-    commits = iter(["start-commit", "later-commit"])
-    monkeypatch.setattr(results, "git_commit", lambda: next(commits))
-    train(load_config("configs/autoencoder.yaml", small_overrides + ["trainer.max_epochs=1",
-                                                                     "trainer.limit_train_batches=2"]), verbose=False)
-    (record,) = (tmp_path / "runs").glob("autoencoder/*/result.json")
-    written = json.loads(record.read_text())
-    assert written["commit"] == "start-commit" and written["epochs"] == 1 and written["wall_s"] > 0
+def _conf(row, seed, value, last, experiment="semi_supervised", metric="test_error", epochs=20, **size):
+    return {"experiment": experiment, "variant": experiment, "row": row, "stage": "confirmation", "recipe": row,
+            "seed": seed, "epochs": epochs, "metric": metric, "value": value, "value_last": last,
+            "command": f"python train.py --config configs/{row}.yaml seed={seed}", "commit": "c", "date": "d",
+            "hardware": "cpu", "wall_s": 1.0, "run_dir": f"runs/{row}-{seed}", **size}
 
 
-def test_an_autoencoder_run_records_its_reconstruction_error_and_code_sparsity(tmp_path):
+def test_a_small_registry_gives_the_expected_headline_table():
+    rows = [_conf("semi_supervised_100", s, v, l, labels=100) for s, v, l in ((100, 4.0, 4.5), (101, 5.0, 5.5))]
+    rows.append({**_conf("semi_supervised", 100, 1.0, 1.0, labels=1000), "stage": "exploratory"})  # never headline
+    lines = tables.headline_table(rows, link="{page}.md").splitlines()
+    assert [c.strip() for c in lines[0].split("|")[1:-1]] == ["experiment", "paper", "ours", "last epoch", "epochs",
+                                                              "one seed"]
+    cells = {c.split("]")[0].strip("|[ "): [x.strip() for x in c.split("|")] for c in lines[2:]}
+    hundred = cells["Semi-supervised, 100 labels: error (%)"]
+    assert hundred[2:6] == ["1.90 ± 0.10", "**4.50 ± 0.71** (n=2)", "5.00 ± 0.71", "20"]
+    assert "configs/semi_supervised_100.yaml seed=0" in hundred[6]
+    assert cells["Semi-supervised, 1000 labels: error (%)"][3] == "not yet confirmed"
+    rows.append({**_conf("semi_supervised", 0, 2.0, 2.2, labels=1000), "stage": "exploratory",
+                 "recipe": tables.HEADLINE["semi_supervised"][3]})
+    (thousand,) = [line for line in tables.headline_table(rows).splitlines() if "1000 labels" in line]
+    assert "not yet confirmed; exploratory 2.00 (n=1)" in thousand
+    assert len(lines) == 2 + len(tables.HEADLINE)
+
+
+def test_an_experiment_table_groups_recipes_and_stages_with_both_numbers():
+    rows = [_conf("semi_supervised_100", s, v, l, labels=100) for s, v, l in ((100, 4.0, 4.5), (101, 5.0, 5.5))]
+    rows += [{**_conf("x", s, v, v, labels=100), "stage": "exploratory", "recipe": "adam-e60"} for s, v in ((0, 3.0), (1, 3.2))]
+    text = tables.experiment_table(rows, "semi_supervised")
+    (conf,) = [l for l in text.splitlines() if "semi_supervised_100" in l]
+    (expl,) = [l for l in text.splitlines() if "adam-e60" in l]
+    assert "confirmation" in conf and "4.50 ± 0.71" in conf and "5.00 ± 0.71" in conf and "100, 101" in conf
+    assert "exploratory" in expl and "3.10 ± 0.14" in expl
+    assert text.index("semi_supervised_100") < text.index("adam-e60")  # confirmations first
+
+
+def test_the_autoencoder_family_table_has_a_column_per_metric():
     result = _result(0, 0.0)
     result["config"]["model"] = {"variant": "autoencoder", "latent_dim": 32}
     result["metrics"] = {"test/recon_loss": 0.0123456, "test/code_mean_abs": 0.5, "test/code_near_zero": 0.25,
                          "test/code_hoyer": 0.4}
-    lines = results.registry_lines(result, recipe="family-plain")
+    lines = registry.registry_lines(result, recipe="family-plain")
     assert [(l["metric"], l["value"]) for l in lines] == [
         ("recon_loss", 0.012346), ("code_mean_abs", 0.5), ("code_near_zero", 25.0), ("code_hoyer", 0.4)]
-    second = results.registry_lines({**result, "config": {**result["config"], "seed": 1},
-                                     "metrics": {**result["metrics"], "test/recon_loss": 0.0143456}}, recipe="family-plain")
-    assert "family-plain" not in results.table(lines + second)  # the family has its own table
-    (row,) = [l for l in results.family_table(lines + second).splitlines() if "family-plain" in l]
-    assert row == "| family-plain | 70 | 0.01335 ± 0.00141 | 0.5000 ± 0.0000 | 25.00 ± 0.00 | 0.4000 ± 0.0000 | 0, 1 |"
+    result["config"]["seed"], result["metrics"]["test/recon_loss"] = 1, 0.0143456
+    second = registry.registry_lines(result, recipe="family-plain")
+    (row,) = [l for l in tables.family_table(lines + second).splitlines() if "family-plain" in l]
+    assert [c.strip() for c in row.split("|")[1:-1]] == ["family-plain", "70", "0.01335 ± 0.00141", "0.5000 ± 0.0000",
+                                                          "25.00 ± 0.00", "0.4000 ± 0.0000", "0, 1"]
     del result["metrics"]["test/code_hoyer"]
     with pytest.raises(ValueError, match="test/code_hoyer"):
-        results.registry_lines(result)
+        registry.registry_lines(result)
 
 
-def test_evaluate_parzen_adds_to_the_run_result_and_records_as_the_parzen_experiment(small_overrides, tmp_path):
+def test_incomplete_lines_and_unfinished_runs_are_refused_and_a_run_is_recorded_whole(tmp_path, capsys):
+    reg = tmp_path / "r.jsonl"
+    lines = registry.registry_lines(_result(0, 0.03))
+    with pytest.raises(ValueError, match="lacks commit"):
+        registry.append([*lines, {**lines[0], "commit": None}], reg)
+    with pytest.raises(ValueError, match="stage"):
+        registry.append({**lines[0], "stage": "final"}, reg)
+    assert not reg.exists()
+    assert results.main(["record", str(tmp_path), "--registry", str(reg)]) == 2
+    assert "result.json not found" in capsys.readouterr().err
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "result.json").write_text(json.dumps(_result(3, 0.04, last=0.05)))
+    assert results.main(["record", str(tmp_path / "run"), "--registry", str(reg)]) == 0
+    assert "(exploratory): test_error = 4.0, last epoch 5.0" in capsys.readouterr().out
+    assert registry.read(reg)[0]["seed"] == 3
+
+
+def _append_many(args):
+    reg, worker = args
+    for i in range(25):
+        registry.append({**registry.registry_lines(_result(worker, 0.01 * i))[0], "seed": worker * 100 + i}, Path(reg))
+
+
+def test_concurrent_writers_keep_every_line(tmp_path):
+    reg = tmp_path / "r.jsonl"
+    with multiprocessing.get_context("fork").Pool(4) as pool:
+        pool.map(_append_many, [(str(reg), w) for w in range(4)])
+    seeds = sorted(line["seed"] for line in registry.read(reg))
+    assert seeds == sorted(w * 100 + i for w in range(4) for i in range(25))
+
+
+def test_a_run_records_where_it_started_and_both_test_numbers(small_overrides, tmp_path, monkeypatch):
     from lightning_aae.config import load_config
-    from lightning_aae.evaluate import main as evaluate
     from lightning_aae.training import train
 
-    train(load_config("configs/parzen.yaml", small_overrides + [
-        "trainer.max_epochs=1", "trainer.limit_train_batches=3"]), verbose=False)
+    commits = iter(["start-commit", "later-commit"])
+    monkeypatch.setattr(provenance, "git_commit", lambda: next(commits))
+    train(load_config("configs/semi_supervised_100.yaml", small_overrides + [
+        "trainer.max_epochs=2", "trainer.limit_train_batches=2", "callbacks.figures.enabled=false"]), verbose=False)
+    (record,) = (tmp_path / "runs").glob("semi_supervised/*/result.json")
+    written = json.loads(record.read_text())
+    assert written["commit"] == "start-commit" and written["epochs"] == 2 and written["wall_s"] > 0
+    assert written["started"].endswith("Z") and {"test/error", "test_last/error"} <= set(written["metrics"])
+    # Lightning's CSVLogger: the run's curves without W&B
+    assert "val/error" in (record.parent / "csv" / "version_0" / "metrics.csv").read_text().splitlines()[0]
+
+
+def test_a_parzen_run_evaluates_inside_the_run_and_records_as_the_parzen_experiment(small_overrides, tmp_path):
+    from lightning_aae.config import load_config
+    from lightning_aae.training import train
+
+    metrics = train(load_config("configs/parzen.yaml", small_overrides + [
+        "trainer.max_epochs=1", "trainer.limit_train_batches=3", "evaluate.parzen_samples=300"]), verbose=False)
+    assert {"test/parzen_ll", "test_last/parzen_ll", "test/parzen_sigma"} <= set(metrics)
     (run,) = (tmp_path / "runs" / "aae").iterdir()
-    assert evaluate([str(run / "checkpoints" / "last.ckpt"), "--parzen", "--samples", "300"]) == 0
-    saved = json.loads((run / "result.json").read_text())["metrics"]
-    assert {"test/parzen_ll", "test/parzen_ll_stderr", "test/parzen_sigma"} <= set(saved)
     reg = tmp_path / "r.jsonl"
-    assert results.main(["record", str(run), "--experiment", "parzen", "--registry", str(reg)]) == 0
-    lines = results.read(reg)
-    assert [l["metric"] for l in lines] == ["parzen_ll", "parzen_ll_stderr", "parzen_sigma"]
+    assert results.main(["record", str(run), "--registry", str(reg)]) == 0
+    lines = registry.read(reg)
+    assert [line["metric"] for line in lines] == ["parzen_ll", "parzen_ll_stderr", "parzen_sigma"]
     assert lines[0]["experiment"] == "parzen" and lines[0]["latent_dim"] == 8
-    assert lines[0]["value"] == pytest.approx(saved["test/parzen_ll"], abs=1e-4)
-    rows = results.table(lines).splitlines()[2:]
-    assert rows[0].startswith("| parzen | latent_dim 8 |") and rows[0].endswith("| 340 ± 2 |")  # the paper's, beside ours
-    assert [r.endswith("|  |") for r in rows[1:]] == [True, True]  # stderr and sigma: no paper number beside them
+    assert lines[0]["value"] == pytest.approx(metrics["test/parzen_ll"], abs=1e-4)
+    assert lines[0]["value_last"] == pytest.approx(metrics["test_last/parzen_ll"], abs=1e-4)
 
 
-def test_a_run_is_recorded_whole_or_not_at_all(tmp_path):
-    reg = tmp_path / "r.jsonl"
-    lines = results.registry_lines({**_result(0, 0.0), "config": {**_result(0, 0.0)["config"], "model": {
-        "variant": "autoencoder", "latent_dim": 32}}, "metrics": {"test/recon_loss": 0.01, "test/code_mean_abs": 0.5,
-        "test/code_near_zero": 0.2, "test/code_hoyer": 0.3}})
-    broken = [*lines[:3], {**lines[3], "commit": None}]
-    with pytest.raises(ValueError, match="commit"):
-        results.append(broken, reg)
-    assert not reg.exists()
-    results.append(lines, reg)
-    assert [l["metric"] for l in results.read(reg)] == ["recon_loss", "code_mean_abs", "code_near_zero", "code_hoyer"]
-
-
-def test_the_committed_tables_are_the_ones_the_committed_registry_generates():
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[1]
-    rows = results.read(root / "docs" / "results.jsonl")
-    text = (root / "docs" / "results.md").read_text()
-    assert f"{results.BEGIN}\n{results.table(rows)}\n{results.END}" in text
-    assert f"{results.FAMILY_BEGIN}\n{results.family_table(rows)}\n{results.FAMILY_END}" in text
-    assert all(all(r.get(k) is not None for k in results.REQUIRED) for r in rows)
-
-
-def test_a_run_resumed_from_an_older_checkpoint_records_both_parts(tmp_path):
-    first, second = _result(1, 0.30), _result(1, 0.25)
-    first.update(epochs=40, wall_s=3000.0, commit="c40", command="python train.py trainer.max_epochs=40")
-    second.update(epochs=80, wall_s=2000.0, commit="c80", command="python train.py trainer.max_epochs=80 ckpt_path=x")
-    for name, result in (("e40", first), ("e80", second)):
-        (tmp_path / name).mkdir()
-        (tmp_path / name / "result.json").write_text(json.dumps(result))
-    registry = tmp_path / "r.jsonl"
-    assert results.main(["record", str(tmp_path / "e80"), "--resumed-from", str(tmp_path / "e40"),
-                         "--registry", str(registry)]) == 0
-    (line,) = results.read(registry)
-    assert line["wall_s"] == 5000.0 and line["commit"] == "c80" and line["epochs"] == 80
-    assert [(s["commit"], s["wall_s"]) for s in line["segments"]] == [("c40", 3000.0), ("c80", 2000.0)]
-    assert line["segments"][0]["epochs"] == 40
-
-
-def test_resumed_from_refuses_another_seed_a_longer_run_and_counting_twice(tmp_path):
-    later = _result(1, 0.25)
-    later["epochs"] = 80
-    for bad in (dict(seed=2, epochs=40), dict(seed=1, epochs=80)):
-        earlier = _result(bad["seed"], 0.3)
-        earlier["epochs"] = bad["epochs"]
-        (tmp_path / "e").mkdir(exist_ok=True)
-        (tmp_path / "e" / "result.json").write_text(json.dumps(earlier))
-        with pytest.raises(ValueError, match="cannot precede"):
-            results.resumed_from(later, tmp_path / "e")
-    counted = results.with_earlier(later, [{"commit": "a", "command": "c", "date": "d", "wall_s": 1.0}])
-    with pytest.raises(ValueError, match="twice"):
-        results.resumed_from(counted, tmp_path / "e")
-
-
-def test_a_run_without_a_kept_curve_is_recorded_with_the_curve_of_its_logs(tmp_path, capsys):
-    result = {**_result(0, 0.03), "epochs": 3, "best_epoch": 1}
-    result["config"]["callbacks"] = {"checkpoint": {"monitor": "val/error"}}
-    (tmp_path / "run").mkdir()
-    (tmp_path / "run" / "result.json").write_text(json.dumps(result))
-    first, second = tmp_path / "a.log", tmp_path / "b.log"
-    first.write_text("wandb: noise\nepoch 0 60.1s val/recon_loss=0.1 val/error=0.0512\nepoch 1 59.8s val/error=0.04\n")
-    second.write_text("epoch 1 61.0s val/error=0.0301\nepoch 2 60.0s val/error=0.035\n")  # resumed: epoch 1 again
-    reg = tmp_path / "r.jsonl"
-    assert results.main(["record", str(tmp_path / "run"), "--log", str(first), str(second), "--registry", str(reg)]) == 0
-    assert results.read(reg)[0]["val_curve"] == {"metric": "val/error", "first_epoch": 0, "values": [0.0512, 0.0301, 0.035]}
-    # logs that cannot be this run's (past its last epoch), two runs for one log, a run with its own curve
-    second.write_text("epoch 3 60.0s val/error=0.035\n")
-    assert results.main(["record", str(tmp_path / "run"), "--log", str(first), str(second), "--registry", str(reg)]) == 2
-    assert "logs of another run?" in capsys.readouterr().err
-    assert results.main(["record", str(tmp_path / "run"), str(tmp_path / "run"), "--log", str(first),
-                         "--registry", str(reg)]) == 2
-    assert "give one run folder" in capsys.readouterr().err
-    (tmp_path / "run" / "result.json").write_text(json.dumps({**result, "curve": {"metric": "val/error",
-                                                                                  "first_epoch": 0, "values": [0.1]}}))
-    assert results.main(["record", str(tmp_path / "run"), "--log", str(first), "--registry", str(reg)]) == 2
-    assert "has its own validation curve" in capsys.readouterr().err
-    assert len(results.read(reg)) == 1  # nothing refused was recorded
+def test_the_committed_docs_are_the_ones_the_committed_registry_generates(tmp_path):
+    rows = registry.read(ROOT / registry.REGISTRY)
+    assert all(all(r.get(k) is not None for k in registry.REQUIRED) for r in rows)
+    assert f"{results.HEADLINE[0]}\n{tables.headline_table(rows)}\n{results.HEADLINE[1]}" in (ROOT / "README.md").read_text()
+    assert (ROOT / "docs" / "results.md").read_text() == results.results_page(rows)
+    for page, (experiment, _) in results.PAGES.items():
+        text = (ROOT / "docs" / "experiments" / f"{page}.md").read_text()
+        if experiment is not None:
+            body = tables.family_table(rows) if experiment == tables.FAMILY else tables.experiment_table(rows, experiment)
+            assert f"{results.TABLE[0]}\n{body}\n{results.TABLE[1]}" in text, page
 
 
 def _clu_line(seed, run, value, epochs, curve=None):
     line = {"experiment": "clustering", "variant": "clustering", "clusters": 30, "latent_dim": 5, "recipe": "late-drop",
             "seed": seed, "epochs": epochs, "best_epoch": epochs - 5, "metric": "cluster_error", "value": value,
             "command": f"python train.py seed={seed}", "commit": "abc", "date": "2026-12-01", "hardware": "cpu",
-            "wall_s": 100.0, "run_dir": f"runs/clustering/{run}"}
+            "wall_s": 100.0, "run_dir": f"runs/clustering/{run}", "stage": "exploratory"}
     if curve is not None:
         line["val_curve"] = {"metric": "val/cluster_error", "first_epoch": 0, "values": curve}
     return line
@@ -204,14 +227,15 @@ def _select(reg, *extra):
 def test_select_keeps_the_lower_validation_mean_and_records_its_run_as_the_seed_it_reports(tmp_path, capsys):
     reg = tmp_path / "results.jsonl"
     # trunk 2 lower over epochs 2-3 by 1 point; trunk 7 lower over 4-5
-    results.append([_clu_line(2, "t2", 24.0, 6, [0.3, 0.3, 0.25, 0.25, 0.30, 0.30]),
-                    _clu_line(7, "t7", 23.0, 6, [0.3, 0.3, 0.26, 0.26, 0.20, 0.20]),
-                    _clu_line(2, "f2", 20.0, 10), _clu_line(7, "f7", 15.0, 12)], reg)
+    registry.append([_clu_line(2, "t2", 24.0, 6, [0.3, 0.3, 0.25, 0.25, 0.30, 0.30]),
+                     _clu_line(7, "t7", 23.0, 6, [0.3, 0.3, 0.26, 0.26, 0.20, 0.20]),
+                     _clu_line(2, "f2", 20.0, 10), _clu_line(7, "f7", 15.0, 12)], reg)
     args = ["--seed", "2", "--windows", "2-3,4-5", "--candidate", f"a={reg}#t2", "--candidate", f"b={reg}#t7",
             "--report", "a=f2", "--report", "b=f7"]
     assert _select(reg, "--band", "0.5", *args) == 0  # 25.0 against 26.0: decided over 2-3
-    line = results.read(reg)[-1]
-    assert (line["recipe"], line["seed"], line["value"], line["epochs"]) == ("restart", 2, 20.0, 10)
+    line = registry.read(reg)[-1]
+    assert (line["recipe"], line["seed"], line["value"], line["epochs"], line["stage"]) == ("restart", 2, 20.0, 10,
+                                                                                           "exploratory")
     sel = line["selection"]
     assert (sel["chosen"], sel["decided_on"], sel["run_seed"], sel["reported_run"]) == ("a", "2-3", 2, "f2")
     assert sel["means"] == {"a": {"2-3": 25.0}, "b": {"2-3": 26.0}} and "val_curve" not in line
@@ -219,10 +243,10 @@ def test_select_keeps_the_lower_validation_mean_and_records_its_run_as_the_seed_
 
     # a band wider than the gap sends both to the next window, where trunk 7 is lower; seed 3 of the recipe
     assert _select(reg, "--band", "1.5", *args[2:], "--seed", "3") == 0
-    line = results.read(reg)[-1]
+    line = registry.read(reg)[-1]
     assert (line["seed"], line["value"], line["selection"]["decided_on"], line["selection"]["run_seed"]) == (3, 15.0, "4-5", 7)
-    row = [l for l in results.table(results.read(reg)).splitlines() if "| restart |" in l]
-    assert len(row) == 1 and "| 10-12 |" in row[0] and "2: 20.00, 3: 15.00 (run seed 7)" in row[0]
+    (row,) = [l for l in tables.experiment_table(registry.read(reg), "clustering").splitlines() if "| restart " in l]
+    assert "selected (10-12)" in row and "17.50 ± 3.54" in row
 
     before = reg.read_text()
     assert _select(reg, "--band", "0.5", *args) == 2  # seed 2 of the recipe is already there
@@ -232,32 +256,27 @@ def test_select_keeps_the_lower_validation_mean_and_records_its_run_as_the_seed_
     assert reg.read_text() == before
 
 
-def test_select_takes_logs_and_quoted_means_and_keeps_what_it_read(tmp_path, capsys):
+def test_select_takes_quoted_means_for_one_window_only(tmp_path, capsys):
     reg = tmp_path / "results.jsonl"
-    results.append(_clu_line(9, "f9", 14.0, 12), reg)
-    log = tmp_path / "t9.log"
-    log.write_text("".join(f"epoch {e} 60.0s val/cluster_error={v}\n" for e, v in enumerate([0.3, 0.2, 0.22, 0.24])))
-    common = ["--seed", "4", "--windows", "1-3", "--candidate", f"t9={log}", "--report", "t9=f9"]
+    registry.append([_clu_line(9, "f9", 14.0, 12), _clu_line(9, "t9", 20.0, 4, [0.3, 0.2, 0.22, 0.24])], reg)
+    common = ["--seed", "4", "--windows", "1-3", "--candidate", f"t9={reg}#t9", "--report", "t9=f9"]
     assert _select(reg, *common, "--candidate", "t4=quoted:1-3:23.36") == 0
-    sel = results.read(reg)[-1]["selection"]
+    sel = registry.read(reg)[-1]["selection"]
     assert sel["means"] == {"t4": {"1-3": 23.36}, "t9": {"1-3": 22.0}} and sel["candidates"]["t4"] == {"quoted": True}
-    assert sel["candidates"]["t9"]["window_values"] == {"1-3": [0.2, 0.22, 0.24]}
     assert "(quoted)" in capsys.readouterr().out
     before = reg.read_text()
-    # a quoted mean covers one window: a rule that needs another window of it stops with its name
     assert _select(reg, *common, "--seed", "5", "--band", "2", "--windows", "1-3,2-3",
                    "--candidate", "t4=quoted:1-3:23.36") == 2
     assert "t4 is quoted over epochs 1-3 only" in capsys.readouterr().err
-    assert _select(reg, *common, "--seed", "5", "--candidate", "t4=quoted:1-3") == 2  # no mean
     assert _select(reg, *common, "--seed", "5", "--windows", "1-5", "--candidate", "t4=quoted:1-5:20") == 2
     assert "no value for epoch(s) 4-5" in capsys.readouterr().err
     assert reg.read_text() == before
 
 
 def test_a_tools_command_is_recorded_as_its_python_dash_m_line():
-    assert results.command_line(["/x/lightning_aae/results.py", "select", "--candidate", "a=r.jsonl#b"]) == \
-        "python -m lightning_aae.results select --candidate 'a=r.jsonl#b'"
-    assert results.command_line(["/x/train.py", "seed=1"]) == "python train.py seed=1"
+    assert provenance.command_line(["/x/experiments/results.py", "select", "--candidate", "a=r.jsonl#b"]) == \
+        "python -m experiments.results select --candidate 'a=r.jsonl#b'"
+    assert provenance.command_line(["/x/train.py", "seed=1"]) == "python train.py seed=1"
 
 
 def test_cpu_model_names_family_and_model_of_the_first_processor(tmp_path):
@@ -266,7 +285,7 @@ def test_cpu_model_names_family_and_model_of_the_first_processor(tmp_path):
     info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 1\n"
                     "model name\t: AMD EPYC\n\nprocessor\t: 1\ncpu family\t: 23\nmodel\t\t: 49\n"
                     "model name\t: Other\n")
-    assert results.cpu_model(str(info)) == "AMD EPYC (family 25 model 1)"
+    assert provenance.cpu_model(str(info)) == "AMD EPYC (family 25 model 1)"
     info.write_text("processor\t: 0\nmodel name\t: Some ARM core\n")
-    assert results.cpu_model(str(info)) == "Some ARM core"
-    assert results.cpu_model(str(tmp_path / "absent")) == (platform.processor() or platform.machine())
+    assert provenance.cpu_model(str(info)) == "Some ARM core"
+    assert provenance.cpu_model(str(tmp_path / "absent")) == (platform.processor() or platform.machine())

@@ -1,5 +1,6 @@
 """evaluate, generate and parzen: using a trained model without a training run."""
 import csv
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -131,37 +132,46 @@ def test_parzen_sigma_is_chosen_on_validation_images_never_on_test_images():
     assert result["parzen_ll"] == pytest.approx(parzen_log_likelihood(test, samples, on_val).mean().item())
 
 
-def test_curves_reads_the_epoch_lines_of_logs_and_draws_each_run(tmp_path, capsys):
-    from callbacks.summary import EpochSummary
-    from lightning_aae.curves import main as curves, read_curve
+def _run_folder(path, values, metric="val/cluster_error", kept=False):
+    """A run folder as train() leaves it: csv/version_0/metrics.csv from Lightning's CSVLogger (a train row
+    between the epoch rows), and with `kept` a result.json keeping the curve of the checkpoint's metric."""
+    (path / "csv" / "version_0").mkdir(parents=True)
+    lines = ["epoch,step,train/recon_loss," + metric]
+    for e, v in enumerate(values):
+        lines += [f"{e},{10 * e + 5},0.1,", f"{e},{10 * e + 9},,{v}"]
+    (path / "csv" / "version_0" / "metrics.csv").write_text("\n".join(lines) + "\n")
+    if kept:
+        (path / "result.json").write_text(json.dumps({"curve": {"metric": metric, "first_epoch": 0, "values": kept}}))
+    return path
 
-    # the lines as EpochSummary prints them, amid a log's other output
-    summary, printed = EpochSummary(), []
-    for epoch, error in [(0, 0.2), (1, 0.1), (2, 0.15)]:
-        summary._line = (epoch, 12.5)
-        trainer = type("T", (), {"is_global_zero": True,
-                                 "callback_metrics": {"val/error": torch.tensor(error), "val/recon_loss": torch.tensor(0.02)}})
-        summary._show(trainer)
-        printed.append(capsys.readouterr().out)
-    first = tmp_path / "a.log"
-    first.write_text("wandb: offline\n" + "".join(printed[:2]) + "stopped by SIGTERM at epoch 2\n")
-    resumed = tmp_path / "a2.log"
-    resumed.write_text(printed[1].replace("0.1000", "0.0900") + printed[2])  # the resumed run redid epoch 1
-    assert read_curve([first], "val/error") == {0: 0.2, 1: 0.1}
-    assert read_curve([first, resumed], "val/error") == {0: 0.2, 1: 0.09, 2: 0.15}
+
+def test_curves_read_run_folders_and_the_registry_and_draw_each_run(tmp_path, capsys):
+    from experiments.curves import main as curves, read_curve
+
+    a = _run_folder(tmp_path / "a", [0.2, 0.1, 0.15], metric="val/error")
+    assert read_curve([a], "val/error") == {0: 0.2, 1: 0.1, 2: 0.15}
+    # a fork keeps the curve of the run it came from in result.json: that wins for the checkpoint's metric
+    fork = _run_folder(tmp_path / "fork", [0.3], metric="val/error", kept=[0.5, 0.4, 0.3])
+    assert read_curve([fork], "val/error") == {0: 0.5, 1: 0.4, 2: 0.3}
+    reg = tmp_path / "r.jsonl"
+    reg.write_text(json.dumps({"run_dir": "runs/x/b", "val_curve": {"metric": "val/error", "first_epoch": 1,
+                                                                     "values": [0.3, None, 0.2]}}) + "\n")
+    assert read_curve([f"{reg}#b"], "val/error") == {1: 0.3, 3: 0.2}
     out = tmp_path / "cmp.png"
-    assert curves([f"a={first},{resumed}", f"b={first}", "--percent", "--out", str(out)]) == 0
+    assert curves([f"a={a}", f"b={reg}#b", "--percent", "--out", str(out)]) == 0
     assert Image.open(out).size[0] > 100
-    assert curves([f"a={first}", "--metric", "val/cluster_error", "--out", str(tmp_path / "x.png")]) != 0
-    assert "no epoch line with val/cluster_error" in capsys.readouterr().err
-    assert curves([str(first), "--out", str(tmp_path / "y.png")]) != 0  # no NAME=
-    assert "NAME=LOG" in capsys.readouterr().err
+    assert curves([f"a={a}", "--metric", "val/cluster_error", "--out", str(tmp_path / "x.png")]) != 0
+    assert "have no column val/cluster_error" in capsys.readouterr().err
+    assert curves([str(a), "--out", str(tmp_path / "y.png")]) != 0  # no NAME=
+    assert "NAME=SOURCE" in capsys.readouterr().err
+    assert curves([f"a={tmp_path / 'nothing'}", "--out", str(tmp_path / "y.png")]) != 0
+    assert "not a run folder nor REGISTRY#RUN" in capsys.readouterr().err
     assert not (tmp_path / "x.png").exists() and not (tmp_path / "y.png").exists()
     # smoothed, from a later epoch on; an epoch range a run never reached is named, no file written
-    assert curves([f"a={first},{resumed}", "--smooth", "2", "--first-epoch", "1", "--out", str(tmp_path / "s.png")]) == 0
-    assert curves([f"a={first}", "--first-epoch", "5", "--out", str(tmp_path / "z.png")]) != 0
-    assert "a: no epoch from 5 on (its last is 1)" in capsys.readouterr().err
-    assert curves([f"a={first}", "--smooth", "0", "--out", str(tmp_path / "z.png")]) != 0
+    assert curves([f"a={a}", "--smooth", "2", "--first-epoch", "1", "--out", str(tmp_path / "s.png")]) == 0
+    assert curves([f"a={a}", "--first-epoch", "5", "--out", str(tmp_path / "z.png")]) != 0
+    assert "a: no epoch from 5 on (its last is 2)" in capsys.readouterr().err
+    assert curves([f"a={a}", "--smooth", "0", "--out", str(tmp_path / "z.png")]) != 0
     assert "--smooth must be at least 1" in capsys.readouterr().err
     assert not (tmp_path / "z.png").exists()
 
@@ -169,14 +179,10 @@ def test_curves_reads_the_epoch_lines_of_logs_and_draws_each_run(tmp_path, capsy
 def test_curves_windows_print_each_runs_mean_and_mark_the_lowest(tmp_path, capsys):
     """The restart rule's comparison: each run's mean over an epoch window, the lowest marked; a
     window a run has not fully reached is an error naming the missing epochs, not a shorter mean."""
-    from lightning_aae.curves import main as curves, parse_windows, window_stats
+    from experiments.curves import main as curves, parse_windows, window_stats
 
-    def log(path, values):
-        path.write_text("".join(f"epoch {e} 1.0s val/cluster_error={v:.4f}\n" for e, v in enumerate(values)))
-        return path
-
-    a = log(tmp_path / "a.log", [0.40, 0.30, 0.20, 0.24, 0.22])
-    b = log(tmp_path / "b.log", [0.30, 0.35, 0.25, 0.21, 0.21])
+    a = _run_folder(tmp_path / "a", [0.40, 0.30, 0.20, 0.24, 0.22])
+    b = _run_folder(tmp_path / "b", [0.30, 0.35, 0.25, 0.21, 0.21])
     assert parse_windows("2-3,1-") == [(2, 3), (1, None)]
     assert window_stats("a", {0: 0.4, 1: 0.3, 2: 0.2}, 1, None) == pytest.approx((0.25, 0.2, 0.3, 2))
     assert curves([f"a={a}", f"b={b}", "--metric", "val/cluster_error", "--percent", "--windows", "0-1,2-4"]) == 0
@@ -194,7 +200,7 @@ def test_curves_windows_print_each_runs_mean_and_mark_the_lowest(tmp_path, capsy
 
 
 def test_trailing_mean_averages_each_value_with_those_before_it():
-    from lightning_aae.curves import trailing_mean
+    from experiments.curves import trailing_mean
 
     assert trailing_mean([4.0, 2.0, 6.0, 0.0], 2) == [4.0, 3.0, 4.0, 3.0]
     assert trailing_mean([4.0, 2.0, 6.0], 3) == [4.0, 3.0, 4.0]

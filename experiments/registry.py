@@ -1,0 +1,177 @@
+"""The results registry, docs/results.jsonl: one JSON line per recorded metric of a finished run.
+
+This is the data layer: what a line holds, how a run folder's result.json becomes lines, and whether a
+run confirms a preregistered row (docs/protocol.md). The command line is experiments/results.py; the
+tables are experiments/tables.py.
+"""
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import subprocess
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import yaml
+
+from lightning_aae.storage import append_line_atomic
+
+ROOT = Path(__file__).resolve().parents[1]
+REGISTRY = Path("docs/results.jsonl")
+PREREGISTERED = Path("docs/preregistered")
+REQUIRED = ("experiment", "seed", "epochs", "metric", "value", "command", "commit", "date", "hardware", "wall_s",
+            "stage")
+STAGES = ("confirmation", "exploratory")
+
+# experiment -> its main metric (registry name, test metric key, scale: 100 = recorded in percent);
+# EXTRA_METRICS: further lines `record` writes for the same run
+METRICS = {
+    "semi_supervised": ("test_error", "test/error", 100.0),
+    "clustering": ("cluster_error", "test/cluster_error", 100.0),
+    "dim_reduction": ("cluster_error", "test/cluster_error", 100.0),
+    "parzen": ("parzen_ll", "test/parzen_ll", 1.0),
+    "autoencoder": ("recon_loss", "test/recon_loss", 1.0),
+}
+EXTRA_METRICS = {
+    "parzen": (("parzen_ll_stderr", "test/parzen_ll_stderr", 1.0), ("parzen_sigma", "test/parzen_sigma", 1.0)),
+    # the autoencoder family's table: how sparse each code is
+    "autoencoder": (("code_mean_abs", "test/code_mean_abs", 1.0), ("code_near_zero", "test/code_near_zero", 100.0),
+                    ("code_hoyer", "test/code_hoyer", 1.0)),
+}
+PERCENT = {metric for metric, _, scale in (*METRICS.values(), *(m for ms in EXTRA_METRICS.values() for m in ms))
+           if scale == 100.0}
+
+# keys a row's command may add without changing what is trained (docs/protocol.md)
+RUNTIME_KEYS = ("seed=", "num_threads=", "output_dir=", "logger.", "trainer.enable_progress_bar=",
+                "trainer.accelerator=", "trainer.devices=", "data.root=", "ckpt_path=")
+
+
+def experiment_of(cfg: Dict[str, Any]) -> Dict[str, Any]:
+    """The registry's description of a run's setting: experiment and its size keys."""
+    model, data = cfg["model"], cfg["data"]
+    variant = model["variant"]
+    out: Dict[str, Any] = {"experiment": variant, "variant": variant}
+    if (cfg.get("evaluate") or {}).get("parzen"):
+        out["experiment"] = "parzen"
+    if variant == "semi_supervised":
+        out["labels"] = 10 * data["labels_per_class"]
+    if variant in ("clustering", "dim_reduction"):
+        out["clusters"] = model["n_clusters"]
+    out["latent_dim"] = model["latent_dim"]
+    return out
+
+
+def row_of(command: str) -> Optional[str]:
+    """The row a command runs: X for `python train.py --config configs/X.yaml` plus runtime keys only."""
+    words = shlex.split(command)
+    if len(words) < 4 or words[:4] != ["python", "train.py", "--config", words[3]] or \
+            not re.fullmatch(r"configs/\w+\.yaml", words[3]):
+        return None
+    if any(not w.startswith(RUNTIME_KEYS) for w in words[4:]):
+        return None
+    return Path(words[3]).stem
+
+
+def preregistration(row: str, root: Path = ROOT) -> Optional[Dict[str, Any]]:
+    """The row's preregistered file with `commit` and `committed` (ISO time) of the commit that added it;
+    None when there is none, or when it is not committed."""
+    path = PREREGISTERED / f"{row}.yaml"
+    if not (root / path).is_file():
+        return None
+    out = subprocess.run(["git", "log", "--diff-filter=A", "--format=%H %cI", "--", str(path)], cwd=root,
+                         capture_output=True, text=True).stdout.split()
+    if len(out) < 2:
+        return None
+    spec = yaml.safe_load((root / path).read_text())
+    return {**spec, "commit": out[-2], "committed": out[-1]}
+
+
+def _utc(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def stage_of(result: Dict[str, Any], root: Path = ROOT) -> Dict[str, Any]:
+    """{'row', 'stage', 'preregistered'} of a finished run: a confirmation when every part of it ran the
+    row's command plus runtime keys, its seed is one the row's file lists, and that file was committed
+    before the run started; exploratory otherwise."""
+    commands = [s["command"] for s in result.get("segments") or []] or [result["command"]]
+    rows = {row_of(c) for c in commands}
+    row = rows.pop() if len(rows) == 1 else None
+    out: Dict[str, Any] = {"stage": "exploratory", **({"row": row} if row else {})}
+    spec = preregistration(row, root) if row else None
+    started = result.get("started")
+    if spec and started and result["config"]["seed"] in spec.get("seeds", []) and \
+            _utc(spec["committed"]) < _utc(started):
+        out.update(stage="confirmation", preregistered=spec["commit"])
+    return out
+
+
+def rounded_curve(curve: Dict[str, Any], digits: int = 5) -> Dict[str, Any]:
+    return {**curve, "values": [None if v is None else round(v, digits) for v in curve["values"]]}
+
+
+def registry_lines(result: Dict[str, Any], recipe: Optional[str] = None, root: Path = ROOT) -> List[Dict[str, Any]]:
+    """The registry lines of a run folder's result.json: its experiment's main metric first, then any
+    EXTRA_METRICS, one line each; `value` is the chosen checkpoint's, `value_last` the last epoch's."""
+    setting = experiment_of(result["config"])
+    exp = setting["experiment"]
+    if exp not in METRICS:
+        raise ValueError(f"no registry metric for experiment '{exp}' (recordable: {', '.join(METRICS)})")
+    stage = stage_of(result, root)
+    lines = []
+    for metric, key, scale in (METRICS[exp], *EXTRA_METRICS.get(exp, ())):
+        if key not in result["metrics"]:
+            raise ValueError(f"the run's result.json has no '{key}'")
+        digits = 6 if scale == 1.0 else 4
+        line = {**setting, **stage, "recipe": recipe or result.get("recipe") or exp, "seed": result["config"]["seed"],
+                "epochs": result["epochs"], "best_epoch": result.get("best_epoch"), "metric": metric,
+                "value": round(result["metrics"][key] * scale, digits)}
+        last = result["metrics"].get(key.replace("test/", "test_last/", 1))
+        if last is not None:
+            line["value_last"] = round(last * scale, digits)
+        line.update({k: result[k] for k in ("command", "commit", "date", "hardware", "wall_s", "run_dir", "started")
+                     if k in result})
+        line.update({"segments": result["segments"]} if result.get("segments") else {})
+        if not lines and result.get("curve"):  # the main line carries the run's validation curve
+            line["val_curve"] = rounded_curve(result["curve"])
+        lines.append(line)
+    return lines
+
+
+def append(line: Dict[str, Any] | List[Dict[str, Any]], registry: Path = REGISTRY) -> None:
+    """Append a line, or a run's lines all at once (all or none: a run is never half recorded)."""
+    lines = [line] if isinstance(line, dict) else list(line)
+    for one in lines:
+        missing = [k for k in REQUIRED if one.get(k) is None]
+        if missing:
+            raise ValueError(f"registry line lacks {', '.join(missing)}")
+        if one["stage"] not in STAGES:
+            raise ValueError(f"registry line's stage must be one of {', '.join(STAGES)}, got {one['stage']!r}")
+    # a failed write keeps the earlier lines; a lock keeps every line of concurrent writers
+    append_line_atomic(registry, [json.dumps(one, sort_keys=True) for one in lines])
+
+
+def read(registry: Path = REGISTRY) -> List[Dict[str, Any]]:
+    if not Path(registry).is_file():
+        return []
+    rows = []
+    for i, text in enumerate(Path(registry).read_text().splitlines(), 1):
+        if text.strip():
+            try:
+                rows.append(json.loads(text))
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{registry} line {i} is not JSON ({exc.msg})") from None
+    return rows
+
+
+def record_run(run_dir: Path, registry: Path = REGISTRY, recipe: Optional[str] = None,
+               root: Path = ROOT) -> List[Dict[str, Any]]:
+    """Append a finished run folder's lines; returns them."""
+    path = Path(run_dir) / "result.json"
+    if not path.is_file():
+        raise ValueError(f"{path} not found: is the run finished?")
+    lines = registry_lines(json.loads(path.read_text()), recipe, root)
+    append(lines, Path(registry))
+    return lines

@@ -1,0 +1,127 @@
+"""Markdown tables made from the registry (pandas: group, mean and std over seeds, to_markdown).
+
+The headline table shows confirmation records only (docs/protocol.md); the experiment pages show every
+recipe, each row marked confirmation or exploratory.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, List, Optional
+
+import pandas as pd
+
+from .registry import EXTRA_METRICS, METRICS, PERCENT
+
+# the headline rows: config name -> (what it measures, the paper's number, the experiment page, the
+# exploratory recipe in the registry that the row's config trains, shown until the row is confirmed)
+HEADLINE = {
+    "semi_supervised_100": ("Semi-supervised, 100 labels: error (%)", "1.90 ± 0.10", "semi_supervised",
+                            "semi_supervised-adam-noise0.3-100labels-shift2-e20"),
+    "semi_supervised": ("Semi-supervised, 1000 labels: error (%)", "1.60 ± 0.08", "semi_supervised",
+                        "semi_supervised-adam-noise0.3-shift2-e35"),
+    "clustering": ("Clustering, 16 clusters: error (%)", "9.55 ± 2.82", "clustering", "clustering16-e80-bn-dropout"),
+    "clustering30_long": ("Clustering, 30 clusters: error (%)", "4.10 ± 1.13", "clustering",
+                          "clustering30-long-bn-dropout-catnoise0-from148"),
+    "dim_reduction": ("2-D, 20 clusters: error (%)", "", "dim_reduction", "dim_reduction-e20"),
+    "parzen": ("Parzen, 8-D code: nats", "340 ± 2", "parzen", "parzen-8d-adam-h1000-e80"),
+}
+FAMILY = "autoencoder"  # the experiment whose runs go to the family table, one row per recipe
+
+
+def number_format(value: float) -> str:
+    """Two decimals for percents and log-likelihoods; four significant digits below 1 (MSE, mean |code|),
+    as fixed decimals so a spread beside it shows to the same place."""
+    if not math.isfinite(value) or abs(value) >= 1 or value == 0:
+        return ".2f"
+    return f".{3 - math.floor(math.log10(abs(value)))}f"
+
+
+def spread(values: pd.Series) -> str:
+    """mean ± sample std, or the mean alone for one value (one seed claims no spread)."""
+    values = values.dropna()
+    if values.empty:
+        return ""
+    mean = values.mean()
+    fmt = number_format(mean)
+    return f"{mean:{fmt}} ± {values.std():{fmt}}" if len(values) > 1 else f"{mean:{fmt}}"
+
+
+def frame(rows: List[Dict[str, Any]]) -> pd.DataFrame:
+    """One row per registry line, with the columns the tables group by."""
+    df = pd.DataFrame(rows)
+    for column in ("experiment", "metric", "value", "epochs", "seed", "row", "stage", "value_last", "selection",
+                   "recipe"):
+        if column not in df:
+            df[column] = None
+    df["stage"] = df["stage"].fillna("exploratory")
+    df["recipe"] = df["recipe"].fillna(df["experiment"])
+    df["group"] = df["row"].where(df["stage"] == "confirmation", df["recipe"])
+    df["epochs_shown"] = [("selected" if isinstance(s, dict) else e) for s, e in zip(df["selection"], df["epochs"])]
+    return df
+
+
+def _main(df: pd.DataFrame) -> pd.DataFrame:
+    """Each run's main-metric line."""
+    main = {exp: m[0] for exp, m in METRICS.items()}
+    return df[[main.get(e) == m for e, m in zip(df["experiment"], df["metric"])]]
+
+
+def _epochs(runs: pd.DataFrame) -> str:
+    lo, hi = int(runs["epochs"].min()), int(runs["epochs"].max())
+    return str(lo) if lo == hi else f"{lo}-{hi}"
+
+
+def headline_table(rows: List[Dict[str, Any]], link: str = "docs/experiments/{page}.md") -> str:
+    """experiment | paper | ours (confirmation: mean ± std over n seeds; until a row is confirmed, its
+    recipe's exploratory runs, marked so) | last epoch | epochs | command."""
+    df = _main(frame(rows))
+    out = []
+    for row, (what, paper, page, explored) in HEADLINE.items():
+        runs = df[(df["row"] == row) & (df["stage"] == "confirmation")]
+        ours = f"**{spread(runs['value'])}** (n={len(runs)})" if len(runs) else "not yet confirmed"
+        earlier = df[(df["recipe"] == explored) & (df["stage"] == "exploratory")]
+        if not len(runs) and len(earlier):
+            ours += f"; exploratory {spread(earlier['value'])} (n={len(earlier)})"
+        out.append({"experiment": f"[{what}]({link.format(page=page)})", "paper": paper, "ours": ours,
+                    "last epoch": spread(runs["value_last"]) if len(runs) else "",
+                    "epochs": _epochs(runs) if len(runs) else "",
+                    "one seed": f"`python train.py --config configs/{row}.yaml seed=0`"})
+    return pd.DataFrame(out).to_markdown(index=False)
+
+
+def experiment_table(rows: List[Dict[str, Any]], experiment: str) -> str:
+    """Every recipe of an experiment: one row per (size, recipe, epochs, stage), mean ± std over seeds of
+    the chosen checkpoint (value) and of the last epoch (value_last)."""
+    df = _main(frame(rows))
+    df = df[df["experiment"] == experiment]
+    if df.empty:
+        return "(no recorded runs)"
+    size = next((k for k in ("labels", "clusters") if k in df and df[k].notna().any()), "latent_dim")
+    out = []
+    keys = [size, "group", "stage", "epochs_shown"]
+    for (n, group, stage, epochs), runs in df.groupby(keys, sort=True, dropna=False):
+        seeds = ", ".join(str(s) for s in sorted(runs["seed"]))
+        out.append({size: n, "recipe": group, "stage": stage, "epochs": epochs if epochs != "selected" else
+                    f"selected ({_epochs(runs)})", "test (chosen on validation)": spread(runs["value"]),
+                    "test (last epoch)": spread(runs["value_last"]), "seeds": seeds})
+    table = pd.DataFrame(out)
+    order = {"confirmation": 0, "exploratory": 1}
+    table = table.sort_values([size, "stage", "recipe"], key=lambda c: c.map(order) if c.name == "stage" else c)
+    return table.to_markdown(index=False)
+
+
+def family_table(rows: List[Dict[str, Any]]) -> str:
+    """The autoencoder family: one row per (recipe, epochs), a column per metric (mean ± std over seeds)."""
+    df = frame(rows)
+    df = df[df["experiment"] == FAMILY]
+    if df.empty:
+        return "(no recorded runs)"
+    metrics = [m for m, _, _ in (METRICS[FAMILY], *EXTRA_METRICS[FAMILY])]
+    out = []
+    for (recipe, epochs), runs in df.groupby(["recipe", "epochs"], sort=True):
+        line: Dict[str, Optional[str]] = {"recipe": recipe, "epochs": epochs}
+        for m in metrics:
+            line[m + (" (%)" if m in PERCENT else "")] = spread(runs.loc[runs["metric"] == m, "value"])
+        line["seeds"] = ", ".join(str(s) for s in sorted(set(runs["seed"])))
+        out.append(line)
+    return pd.DataFrame(out).to_markdown(index=False)
