@@ -168,7 +168,7 @@ def test_a_fork_into_a_new_folder_keeps_the_curve_of_the_run_it_forked_from(smal
     """The late-drop forks resume a copied checkpoint into a folder of their own: their result, their
     registry line and the curves tool still see the trunk's epochs before the fork's; the fork says so on
     stderr and picks its best checkpoint among its own epochs."""
-    from lightning_aae import curves, results
+    from experiments import curves, registry, results
 
     base = small_overrides + ["trainer.limit_train_batches=4", "seed=7"]
     train(load_config("configs/clustering.yaml", base + ["trainer.max_epochs=1", f"output_dir={tmp_path}/trunk"]),
@@ -187,14 +187,14 @@ def test_a_fork_into_a_new_folder_keeps_the_curve_of_the_run_it_forked_from(smal
     assert fork["curve"]["metric"] == "val/cluster_error" and fork["curve"]["first_epoch"] == 0
     assert len(fork["curve"]["values"]) == 2 and fork["curve"]["values"][0] == trunk["curve"]["values"][0]
 
-    registry = tmp_path / "results.jsonl"
-    assert results.main(["record", str(fork_dir), "--registry", str(registry)]) == 0
-    (line,) = results.read(registry)
-    assert line["val_curve"] == results.rounded_curve(fork["curve"])
+    registry_file = tmp_path / "results.jsonl"
+    assert results.main(["record", str(fork_dir), "--registry", str(registry_file)]) == 0
+    (line,) = registry.read(registry_file)
+    assert line["val_curve"] == registry.rounded_curve(fork["curve"])
     from_folder = curves.read_curve([fork_dir], "val/cluster_error")
-    from_registry = curves.read_curve([f"{registry}#{fork_dir.name}"], "val/cluster_error")
+    from_registry = curves.read_curve([f"{registry_file}#{fork_dir.name}"], "val/cluster_error")
     assert list(from_folder) == [0, 1] and from_registry == pytest.approx(from_folder, abs=1e-5)
-    with pytest.raises(curves.DataError, match="not val/error"):
+    with pytest.raises(curves.DataError, match="no column val/error"):  # neither kept nor logged
         curves.read_curve([fork_dir], "val/error")
 
 

@@ -204,7 +204,8 @@ def test_category_balance_and_confidence_join_the_reconstruction_loss_and_balanc
     batch = StepBatch(x=x, target=x, y=None)
     plain = module_for("clustering")
     assert "category_balance" not in plain.code_penalties(batch, plain(x))
-    module = module_for("clustering", "model.n_clusters=6", "model.category_balance=2.0").train()
+    # without batch norm (configs/clustering.yaml has it): it would normalise the collapse below away
+    module = module_for("clustering", "model.n_clusters=6", "model.category_balance=2.0", "model.batch_norm=false").train()
     with torch.no_grad():  # start collapsed: every image in category 0
         [m for m in module.encoder.modules() if isinstance(m, torch.nn.Linear)][-1].bias[0] += 20.0
     opt = torch.optim.Adam(module.encoder.parameters(), lr=1e-3)
