@@ -7,6 +7,7 @@ callbacks (callbacks/guards.py), optimizers and schedules are built by lightning
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Dict, List, Optional
 
 import lightning as L
@@ -102,6 +103,26 @@ class CodeInterface:
         return self.decode(self.sample_prior(n, generator), labels)
 
 
+def warp_images(x: torch.Tensor, degrees: float, alpha: float, sigma: float) -> torch.Tensor:
+    """Each [N, 784] image rotated by its own angle in [-degrees, degrees] and displaced by its own elastic
+    field (uniform noise in [-1, 1] per pixel and axis, Gaussian-blurred with sigma, times alpha pixels),
+    sampled bilinearly with zero fill (torch's affine_grid and grid_sample, torchvision's gaussian_blur)."""
+    from torchvision.transforms.v2.functional import gaussian_blur
+
+    n, side = len(x), 28
+    angle = torch.deg2rad((torch.rand(n, device=x.device) * 2 - 1) * degrees)
+    cos, sin, zero = angle.cos(), angle.sin(), torch.zeros_like(angle)
+    theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
+    grid = F.affine_grid(theta, [n, 1, side, side], align_corners=False)
+    if alpha:
+        noise = torch.rand(n, 2, side, side, device=x.device) * 2 - 1
+        kernel = 2 * int(math.ceil(3 * sigma)) + 1
+        field = gaussian_blur(noise, [kernel, kernel], [sigma, sigma]) * alpha * 2 / side  # pixels -> [-1, 1] units
+        grid = grid + field.permute(0, 2, 3, 1)
+    return F.grid_sample(x.view(n, 1, side, side), grid, mode="bilinear", padding_mode="zeros",
+                         align_corners=False).reshape(n, -1)
+
+
 class InputCorruption:
     """The training-time corruption of the encoder's input (the `corrupt` hook of the schedule) and
     its seeded view for figures. Needs `model_cfg` and `reconstruct`."""
@@ -131,15 +152,19 @@ class InputCorruption:
         """The labeled batch as the classification phase sees it (before `corrupt`): each image shifted
         by a random whole number of pixels in [-s, s] along each axis, s = model.labeled_shift, the
         pixels shifted in being 0. x itself when s is 0."""
-        s = self.model_cfg["labeled_shift"]
-        if not s:
-            return x
-        n = len(x)
-        padded = F.pad(x.view(n, 28, 28), (s, s, s, s))
-        dy, dx = torch.randint(0, 2 * s + 1, (2, n, 1), device=x.device)
-        rows = (dy + torch.arange(28, device=x.device))[:, :, None]
-        cols = (dx + torch.arange(28, device=x.device))[:, None, :]
-        return padded[torch.arange(n, device=x.device)[:, None, None], rows, cols].reshape(n, -1)
+        m = self.model_cfg
+        s = m["labeled_shift"]
+        if s:
+            n = len(x)
+            padded = F.pad(x.view(n, 28, 28), (s, s, s, s))
+            dy, dx = torch.randint(0, 2 * s + 1, (2, n, 1), device=x.device)
+            rows = (dy + torch.arange(28, device=x.device))[:, :, None]
+            cols = (dx + torch.arange(28, device=x.device))[:, None, :]
+            x = padded[torch.arange(n, device=x.device)[:, None, None], rows, cols].reshape(n, -1)
+        if m.get("labeled_rotate") or m.get("labeled_elastic"):
+            x = warp_images(x, m.get("labeled_rotate", 0.0), m.get("labeled_elastic", 0.0),
+                            m.get("labeled_elastic_sigma", 4.0))
+        return x
 
     def corrupts(self) -> bool:
         m = self.model_cfg

@@ -71,6 +71,13 @@ class ModelConfig:
     # semi-supervised: each labeled image shifted by a random whole number of pixels, up to this many
     # in each direction (zero fill), every time it is drawn: augmentation of the labeled batch (ours)
     labeled_shift: int = 0
+    # semi-supervised (ours), after the shift: each labeled image rotated by a random angle in
+    # [-labeled_rotate, labeled_rotate] degrees, and displaced by an elastic field of strength
+    # labeled_elastic pixels smoothed by a Gaussian of labeled_elastic_sigma pixels (Simard et al., 2003:
+    # 34 and 4), drawn anew every time it is drawn; 0 = off
+    labeled_rotate: float = 0.0
+    labeled_elastic: float = 0.0
+    labeled_elastic_sigma: float = 4.0
     # code sparsity added to the reconstruction loss: l1 (weight x mean over the batch of |code|
     # summed over units) or kl (weight x KL(target || each unit's mean activation); sigmoid code)
     sparsity: str = "none"

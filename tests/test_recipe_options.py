@@ -73,6 +73,33 @@ def test_labeled_shift_moves_each_labeled_image_by_at_most_s_pixels_and_leaves_t
     assert torch.equal(_module("model.labeled_shift=0").augment_labeled(flat), flat)  # 0: off
 
 
+def test_labeled_rotation_and_elastic_distortion_move_ink_but_keep_each_digit_whole():
+    """Rotations keep the centre of a centred digit where it is and its ink roughly the same; an elastic
+    field moves ink locally; each image gets its own draw; the unlabeled batch and the labels are untouched."""
+    from lightning_aae.module import warp_images
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.zeros(64, 28, 28)
+    x[:, 13:15, 6:22] = 1.0  # a horizontal bar through the centre
+    flat = x.reshape(64, -1)
+    torch.manual_seed(1)
+    rotated = warp_images(flat, 45.0, 0.0, 4.0).view(64, 28, 28)
+    assert rotated.shape == x.shape and not torch.equal(rotated, x)
+    assert torch.allclose(rotated.sum((1, 2)), x.sum((1, 2)), rtol=0.15)  # the ink stays in the frame
+    assert rotated[:, 13:15, 13:15].min() > 0.5  # the centre stays inked
+    assert len({round(float(r[13, 6:22].sum()), 3) for r in rotated}) > 10  # each image its own angle
+    assert torch.allclose(warp_images(flat, 0.0, 0.0, 4.0), flat, atol=1e-5)  # no angle, no field: as it was
+    torch.manual_seed(2)
+    elastic = warp_images(flat, 0.0, 8.0, 4.0).view(64, 28, 28)
+    assert (elastic - x).abs().sum((1, 2)).min() > 0  # every image moved
+    module = _module("model.labeled_rotate=10", "model.labeled_elastic=8", "model.input_noise=0").train()
+    y = torch.randint(0, 10, (64,), generator=g)
+    batch = module.step_batch({"unlabeled": (flat, y), "labeled": (flat, y)})
+    assert torch.equal(batch.x, flat) and torch.equal(batch.labeled[1], y)
+    assert not torch.equal(batch.labeled[0], flat)
+    assert torch.equal(_module("model.input_noise=0", "model.labeled_shift=0").augment_labeled(flat), flat)
+
+
 @pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before")  # no training here
 def test_multistep_schedule_multiplies_the_rates_at_the_milestones_per_phase():
     module = _module("optim.scheduler=multistep", "optim.milestones=[2,4]", "optim.gamma=0.1",
@@ -101,6 +128,7 @@ def test_the_papers_sgd_recipe_is_a_config():
     ("model.input_noise=-0.1", "model.input_noise"), ("optim.optimizer=rmsprop", "optim.optimizer"),
     ("num_threads=0", "num_threads"), ("model.labeled_shift=14", "model.labeled_shift"),
     ("model.labeled_shift=-1", "model.labeled_shift"), ("model.labeled_shift=2", "data.labels_per_class > 0"),
+    ("model.labeled_rotate=10", "data.labels_per_class > 0"), ("model.labeled_elastic=-1", "model.labeled_elastic"),
 ])
 def test_bad_recipe_settings_are_named(override, named):
     with pytest.raises(ConfigError, match=named.replace(".", "\\.")):
