@@ -3,6 +3,7 @@
     python -m experiments.benchmarks.epoch_time                       # aae + semi_supervised, batch 100 and 1000
     python -m experiments.benchmarks.epoch_time --variant aae --batch-size 100 --epochs 3
     python -m experiments.benchmarks.epoch_time --variant aae --devices 1 2 --skip-reference   # DDP scaling
+    python -m experiments.benchmarks.epoch_time --variant semi_supervised --batch-size 100 --device cuda --concurrent 8
 
 Each measurement runs in its own process (so peak memory is its own). The reference is the same
 networks and the same schedule (recon -> disc -> gen [-> classify], one encoder pass shared by the
@@ -29,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -198,7 +200,7 @@ def _worker(args) -> None:
         print("RESULT " + json.dumps(res), flush=True)
 
 
-def _run(kind: str, variant: str, batch: int, devices: int, args) -> dict:
+def _command(kind: str, variant: str, batch: int, devices: int, args) -> list:
     cmd = [sys.executable, "-m", "experiments.benchmarks.epoch_time", "--worker", kind, "--variant", variant,
            "--batch-size", str(batch), "--epochs", str(args.epochs), "--data-root", args.data_root,
            "--device", args.device, "--devices", str(devices), "--adam", args.adam]
@@ -206,12 +208,55 @@ def _run(kind: str, variant: str, batch: int, devices: int, args) -> dict:
         cmd += ["--limit-batches", str(args.limit_batches)]
     for o in args.override:
         cmd += ["--override", o]
-    env = dict(os.environ, WANDB_MODE="offline", WANDB_SILENT="true")
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    return cmd
+
+
+def _result(proc, out: str, err: str, what: str) -> dict:
+    lines = [line for line in out.splitlines() if line.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
-        raise SystemExit(f"benchmark worker failed ({kind} {variant} batch {batch}):\n{proc.stderr[-2000:]}")
+        raise SystemExit(f"benchmark worker failed ({what}):\n{err[-2000:]}")
     return json.loads(lines[-1][len("RESULT "):])
+
+
+def _run(kind: str, variant: str, batch: int, devices: int, args, copies: int = 1) -> list | dict:
+    """One measurement process, or `copies` of them started together (their results, in order)."""
+    env = dict(os.environ, WANDB_MODE="offline", WANDB_SILENT="true")
+    procs = [subprocess.Popen(_command(kind, variant, batch, devices, args), cwd=ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=env) for _ in range(copies)]
+    results = [_result(p, *p.communicate(), f"{kind} {variant} batch {batch}") for p in procs]
+    return results if copies > 1 else results[0]
+
+
+@contextmanager
+def _mps(device: str):
+    """CUDA's Multi-Process Service for the concurrent runs where the machine has it (one GPU context shared
+    by the processes, so their small kernels overlap); without it the processes time-slice the GPU."""
+    control = shutil.which("nvidia-cuda-mps-control") if device == "cuda" else None
+    started = control is not None and subprocess.run([control, "-d"], capture_output=True).returncode == 0
+    print(f"# MPS: {'on' if started else 'not used'}", flush=True)
+    try:
+        yield started
+    finally:
+        if started:
+            subprocess.run([control], input="quit\n", text=True, capture_output=True)
+
+
+def concurrent(args) -> list:
+    """Aggregate epochs per second of N training processes started together on one device, against one
+    process alone: how many seeds one GPU (or CPU) trains at once for the price of one."""
+    rows = []
+    with _mps(args.device):
+        for variant in args.variant:
+            for batch in args.batch_size:
+                alone = 1 / _median([_run("project", variant, batch, 1, args)], "epoch_s")
+                together = _run("project", variant, batch, 1, args, copies=args.concurrent)
+                aggregate = sum(1 / _median([r], "epoch_s") for r in together)
+                rows.append({"variant": variant, "batch_size": batch, "concurrent": args.concurrent,
+                             "alone_epochs_per_s": alone, "aggregate_epochs_per_s": aggregate,
+                             "speedup": aggregate / alone})
+                print(f"{variant:<16}{batch:>6}{args.concurrent:>5}{alone:>12.4f}{aggregate:>14.4f}"
+                      f"{aggregate / alone:>9.2f}", flush=True)
+    return rows
 
 
 def main(argv=None) -> int:
@@ -230,6 +275,9 @@ def main(argv=None) -> int:
     p.add_argument("--data-root", default=os.environ.get("AAE_DATA_DIR", "data"))
     p.add_argument("--override", action="append", default=[],
                    help="extra config override for the project's runs (repeatable), e.g. callbacks.figures.enabled=false")
+    p.add_argument("--concurrent", type=int, default=0, metavar="N",
+                   help="instead: N project runs started together on one device (with MPS where present), their "
+                        "aggregate epochs per second against one run alone")
     p.add_argument("--json", help="also write the results to this file")
     p.add_argument("--worker", choices=["reference", "project"], help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -247,6 +295,12 @@ def main(argv=None) -> int:
           f"{os.cpu_count()} CPUs | torch {torch.__version__} | threads {torch.get_num_threads()} | device {args.device} | "
           f"adam {args.adam}"
           + (f" | overrides {' '.join(args.override)}" if args.override else ""))
+    if args.concurrent:
+        print(f"{'variant':<16}{'batch':>6}{'runs':>5}{'alone ep/s':>12}{'together ep/s':>14}{'speedup':>9}")
+        results = concurrent(args)
+        if args.json:
+            Path(args.json).write_text(json.dumps(results, indent=2))
+        return 0
     header = (f"{'variant':<16}{'batch':>6}{'dev':>4}{'steps':>6}{'ref s/ep':>10}{'proj s/ep':>10}"
               f"{'ratio':>7}{'rounds':>12}{'proj train s':>13}{'train ratio':>12}{'samples/s':>11}{'ref MB':>8}"
               f"{'proj MB':>9}")
