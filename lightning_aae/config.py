@@ -107,14 +107,7 @@ def _check_choices(cfg: DictConfig) -> None:
             raise ConfigError(f"model.{key} must be in [0, 1), got {m[key]}")
     if not 0 <= m.labeled_shift < 14:
         raise ConfigError(f"model.labeled_shift must be a pixel count in [0, 13], got {m.labeled_shift}")
-    for key in ("labeled_shift", "labeled_rotate", "labeled_elastic"):
-        if m[key] and not d.labels_per_class:
-            raise ConfigError(f"model.{key} augments the labeled batch: it needs data.labels_per_class > 0")
-    if not 0 <= m.labeled_rotate <= 180:
-        raise ConfigError(f"model.labeled_rotate must be degrees in [0, 180], got {m.labeled_rotate}")
-    if m.labeled_elastic < 0 or not m.labeled_elastic_sigma > 0:
-        raise ConfigError(f"model.labeled_elastic must not be negative and model.labeled_elastic_sigma must be "
-                          f"positive, got {m.labeled_elastic} and {m.labeled_elastic_sigma}")
+    _check_labeled(m, d.labels_per_class)
     if not 0 < m.sparsity_target < 1:
         raise ConfigError(f"model.sparsity_target must be in (0, 1), got {m.sparsity_target}")
     for name in ("hidden_dims", "disc_hidden_dims"):
@@ -123,6 +116,18 @@ def _check_choices(cfg: DictConfig) -> None:
     _check_run(cfg)
     _check_variant(cfg)
     _check_optim(cfg)
+
+
+def _check_labeled(m: DictConfig, labels_per_class: int) -> None:
+    """The augmentations of the labeled batch."""
+    for key in ("labeled_shift", "labeled_rotate", "labeled_elastic"):
+        if m[key] and not labels_per_class:
+            raise ConfigError(f"model.{key} augments the labeled batch: it needs data.labels_per_class > 0")
+    if not 0 <= m.labeled_rotate <= 180:
+        raise ConfigError(f"model.labeled_rotate must be degrees in [0, 180], got {m.labeled_rotate}")
+    if m.labeled_elastic < 0 or not m.labeled_elastic_sigma > 0:
+        raise ConfigError(f"model.labeled_elastic must not be negative and model.labeled_elastic_sigma must be "
+                          f"positive, got {m.labeled_elastic} and {m.labeled_elastic_sigma}")
 
 
 def _check_run(cfg: DictConfig) -> None:
