@@ -17,6 +17,7 @@ from typing import Any, Dict, List, Optional
 import yaml
 
 from lightning_aae.storage import append_line_atomic
+from lightning_aae.variants import VARIANTS
 
 ROOT = Path(__file__).resolve().parents[1]
 REGISTRY = Path("docs/results.jsonl")
@@ -57,7 +58,7 @@ def experiment_of(cfg: Dict[str, Any]) -> Dict[str, Any]:
         out["experiment"] = "parzen"
     if variant == "semi_supervised":
         out["labels"] = 10 * data["labels_per_class"]
-    if variant in ("clustering", "dim_reduction"):
+    if VARIANTS[variant].categories == "clusters":
         out["clusters"] = model["n_clusters"]
     out["latent_dim"] = model["latent_dim"]
     return out
@@ -164,6 +165,11 @@ def read(registry: Path = REGISTRY) -> List[Dict[str, Any]]:
             except json.JSONDecodeError as exc:
                 raise ValueError(f"{registry} line {i} is not JSON ({exc.msg})") from None
     return rows
+
+
+def holds_selection(rows: List[Dict[str, Any]], recipe: str, seed: int) -> bool:
+    """Whether the registry already holds seed `seed` of a recipe made by a choice among runs (`select`)."""
+    return any(r.get("recipe") == recipe and r["seed"] == seed and r.get("selection") for r in rows)
 
 
 def record_run(run_dir: Path, registry: Path = REGISTRY, recipe: Optional[str] = None,

@@ -271,12 +271,11 @@ def run(args: argparse.Namespace, runner: Runner = subprocess_runner, say: Calla
 def record(rule: Rule, kept: int, args: argparse.Namespace) -> None:
     """The fork's lines, then the choice as seed args.seed of args.recipe (`results record` + `results select`)."""
     from . import results
-    from .registry import read
+    from .registry import holds_selection, read
 
     seeds = [t for t in [*rule.trunks, args.third] if t is not None and rule.folder(rule.trunk_name(t)) is not None
              and rule.epochs_done(rule.trunk_name(t)) >= rule.trunk_epochs]
-    if any(r.get("recipe") == args.recipe and r["seed"] == args.seed and r.get("selection")
-           for r in read(Path(args.registry))):
+    if holds_selection(read(Path(args.registry)), args.recipe, args.seed):
         print(f"{args.registry} already holds seed {args.seed} of {args.recipe}: nothing recorded")
         return
     fork = rule.folder(rule.fork_name(kept))

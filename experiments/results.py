@@ -23,7 +23,7 @@ from lightning_aae.provenance import command_line
 from lightning_aae.storage import StorageError, write_text_atomic
 
 from . import selection, tables
-from .registry import METRICS, REGISTRY, append, read, record_run
+from .registry import METRICS, REGISTRY, append, holds_selection, read, record_run
 
 PAGES = {  # docs/experiments/<page>.md: the experiment whose table it shows, and one line about it
     "semi_supervised": ("semi_supervised", "100 and 1000 labels: a label head, a style code, two adversaries"),
@@ -98,7 +98,7 @@ def select(args) -> None:
                          f"got {', '.join(args.report)}")
     registry = Path(args.registry)
     rows = read(registry)
-    if any(r.get("recipe") == args.recipe and r["seed"] == args.seed and r.get("selection") for r in rows):
+    if holds_selection(rows, args.recipe, args.seed):
         raise ValueError(f"{registry} already holds seed {args.seed} of {args.recipe}")
     windows = selection.parse_windows_checked(args.windows)
     try:

@@ -105,8 +105,6 @@ def _check_choices(cfg: DictConfig) -> None:
     for key in ("dropout", "input_mask", "input_dropout"):
         if not 0 <= m[key] < 1:
             raise ConfigError(f"model.{key} must be in [0, 1), got {m[key]}")
-    if not 0 <= m.labeled_shift < 14:
-        raise ConfigError(f"model.labeled_shift must be a pixel count in [0, 13], got {m.labeled_shift}")
     _check_labeled(m, d.labels_per_class)
     if not 0 < m.sparsity_target < 1:
         raise ConfigError(f"model.sparsity_target must be in (0, 1), got {m.sparsity_target}")
@@ -120,6 +118,8 @@ def _check_choices(cfg: DictConfig) -> None:
 
 def _check_labeled(m: DictConfig, labels_per_class: int) -> None:
     """The augmentations of the labeled batch."""
+    if not 0 <= m.labeled_shift < 14:
+        raise ConfigError(f"model.labeled_shift must be a pixel count in [0, 13], got {m.labeled_shift}")
     for key in ("labeled_shift", "labeled_rotate", "labeled_elastic"):
         if m[key] and not labels_per_class:
             raise ConfigError(f"model.{key} augments the labeled batch: it needs data.labels_per_class > 0")

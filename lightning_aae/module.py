@@ -161,9 +161,8 @@ class InputCorruption:
             rows = (dy + torch.arange(28, device=x.device))[:, :, None]
             cols = (dx + torch.arange(28, device=x.device))[:, None, :]
             x = padded[torch.arange(n, device=x.device)[:, None, None], rows, cols].reshape(n, -1)
-        if m.get("labeled_rotate") or m.get("labeled_elastic"):
-            x = warp_images(x, m.get("labeled_rotate", 0.0), m.get("labeled_elastic", 0.0),
-                            m.get("labeled_elastic_sigma", 4.0))
+        if m["labeled_rotate"] or m["labeled_elastic"]:
+            x = warp_images(x, m["labeled_rotate"], m["labeled_elastic"], m["labeled_elastic_sigma"])
         return x
 
     def corrupts(self) -> bool:
