@@ -24,8 +24,9 @@ from lightning_aae.metrics import assign_clusters_by_max_posterior  # noqa: E402
 from .publish import figure_to_array, image_grid, publish_image, publish_wandb  # noqa: E402
 
 
-def _images(t: torch.Tensor) -> np.ndarray:
-    return t.detach().float().cpu().reshape(-1, 28, 28).numpy()
+def _images(t: torch.Tensor, module) -> np.ndarray:
+    """Flat images [N, C*H*W] as [N, C, H, W] in the module's image shape."""
+    return t.detach().float().cpu().reshape(-1, *module.image_shape).numpy()
 
 
 def _pca(codes: np.ndarray, prior: Optional[np.ndarray]):
@@ -47,7 +48,7 @@ PROJECTIONS = ("pca", "tsne")
 
 
 def latent_scatter(codes: np.ndarray, labels: np.ndarray, prior: Optional[np.ndarray], title: str,
-                   projection: str = "pca", seed: int = 0):
+                   projection: str = "pca", seed: int = 0, n_classes: int = 10):
     """Codes coloured by label, prior samples faint grey behind. Beyond two dimensions: PCA (the
     prior projected on the codes' axes) or t-SNE of the codes alone (it has no map for new points)."""
     method = projection if codes.shape[1] > 2 else None
@@ -61,8 +62,13 @@ def latent_scatter(codes: np.ndarray, labels: np.ndarray, prior: Optional[np.nda
     fig, ax = plt.subplots(figsize=(6, 6), dpi=100)
     if prior is not None:
         ax.scatter(prior[:, 0], prior[:, 1], s=2, c="0.85", rasterized=True)
-    sc = ax.scatter(codes[:, 0], codes[:, 1], s=2, c=labels, cmap="tab10", vmin=-0.5, vmax=9.5, rasterized=True)
-    fig.colorbar(sc, ax=ax, ticks=range(10), label="label")
+    if n_classes:
+        cmap = "tab10" if n_classes <= 10 else "tab20" if n_classes <= 20 else "viridis"
+        sc = ax.scatter(codes[:, 0], codes[:, 1], s=2, c=labels, cmap=cmap, vmin=-0.5, vmax=n_classes - 0.5,
+                        rasterized=True)
+        fig.colorbar(sc, ax=ax, ticks=range(0, n_classes, max(1, n_classes // 10)), label="label")
+    else:  # unlabeled data: one colour
+        ax.scatter(codes[:, 0], codes[:, 1], s=2, c="C0", rasterized=True)
     named = {"pca": " (PCA projection)", "tsne": f" (t-SNE of {len(codes)} codes)", None: ""}[method]
     ax.set_title(title + named + ("; grey: prior samples" if prior is not None else ""), fontsize=10)
     axis = {"pca": "PC", "tsne": "t-SNE", None: "z["}[method]
@@ -82,7 +88,7 @@ def count_matrix_figure(counts: np.ndarray, title: str, ylabel: str, row_labels:
                     color="white" if v > counts.max() / 2 else "black")
     ax.set_xticks(range(counts.shape[1]))
     ax.set_yticks(range(counts.shape[0]), row_labels or [str(i) for i in range(counts.shape[0])], fontsize=7)
-    ax.set_xlabel("true digit")
+    ax.set_xlabel("true class")
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
@@ -179,7 +185,7 @@ class ReconstructionFigure(FigureCallback):
             recon = module.reconstruct(originals, labels)
             rows = torch.cat([originals[:n], recon[:n], originals[n:], recon[n:]])
             caption = "originals above reconstructions"
-        self.publish(trainer, f"{stage}/reconstructions", image_grid(_images(rows), n),
+        self.publish(trainer, f"{stage}/reconstructions", image_grid(_images(rows, module), n),
                      f"{self.moment(trainer, stage)}: {caption}")
 
 
@@ -200,7 +206,7 @@ class PriorSamplesFigure(FigureCallback):
         else:
             images = module.sample(self.n * self.n, generator=g)
             caption = "z ~ prior"
-        self.publish(trainer, f"{stage}/prior_samples", image_grid(_images(images), self.n),
+        self.publish(trainer, f"{stage}/prior_samples", image_grid(_images(images, module), self.n),
                      f"{self.moment(trainer, stage)}: decoder(z), {caption}")
 
 
@@ -220,7 +226,7 @@ class LatentScatterFigure(FigureCallback):
         prior = module.sample_prior(len(idx), generator=g).float().cpu().numpy()
         when = self.moment(trainer, stage)
         self.publish(trainer, f"{stage}/latent_scatter", figure_to_array(
-            latent_scatter(codes, labels, prior, f"{stage} codes, {when}", self.projection, self.seed)))
+            latent_scatter(codes, labels, prior, f"{stage} codes, {when}", self.projection, self.seed, module.n_classes)))
         if stage == "test":
             columns = [f"z{i}" for i in range(codes.shape[1])] + ["label"]
             rows = [[*map(float, c), int(lab)] for c, lab in zip(codes, labels)]
@@ -242,7 +248,7 @@ class ManifoldFigure(FigureCallback):
         a = torch.linspace(-1, 1, self.steps)
         grid = torch.stack(torch.meshgrid(a.flip(0), a, indexing="ij"), -1).reshape(-1, 2)
         z = torch.stack([grid[:, 1] * spread[0], grid[:, 0] * spread[1]], 1).to(module.device)
-        self.publish(trainer, f"{stage}/latent_manifold", image_grid(_images(module.decode(z)), self.steps, pad=0),
+        self.publish(trainer, f"{stage}/latent_manifold", image_grid(_images(module.decode(z), module), self.steps, pad=0),
                      f"{self.moment(trainer, stage)}: decoder over -2..2 prior std")
 
 
@@ -262,7 +268,7 @@ class StyleGridFigure(FigureCallback):
         originals = x[: self.rows]
         grid = module.decode(z.repeat_interleave(k, 0), torch.arange(k, device=module.device).repeat(self.rows))
         rows = torch.cat([originals.unsqueeze(1), grid.view(self.rows, k, -1)], 1).reshape(-1, x.shape[1])
-        self.publish(trainer, f"{stage}/style_grid", image_grid(_images(rows), k + 1),
+        self.publish(trainer, f"{stage}/style_grid", image_grid(_images(rows, module), k + 1),
                      f"{self.moment(trainer, stage)}: left, a digit; right, its style with each category")
 
 
@@ -277,8 +283,9 @@ class FiltersFigure(FigureCallback):
 
     @staticmethod
     def _weights(module):
-        sets = [("encoder input weights", pixel_filters(module.encoder)),
-                ("decoder output weights", pixel_filters(module.decoder, "output"))]
+        dim = int(np.prod(module.image_shape))
+        sets = [("encoder input weights", pixel_filters(module.encoder, "input", dim)),
+                ("decoder output weights", pixel_filters(module.decoder, "output", dim))]
         return [(name, w) for name, w in sets if w is not None]
 
     def applies(self, module):
@@ -292,27 +299,27 @@ class FiltersFigure(FigureCallback):
             rows += [(w - low) / (high - low).clamp_min(1e-12),
                      torch.ones(-len(w) % 8, w.shape[1], device=w.device)]  # each set starts a row
             names.append(name)
-        self.publish(trainer, f"{stage}/filters", image_grid(_images(torch.cat(rows)), 8),
+        self.publish(trainer, f"{stage}/filters", image_grid(_images(torch.cat(rows), module), 8),
                      f"{self.moment(trainer, stage)}: {' above, '.join(names)}{' below' if len(names) > 1 else ''}, "
                      f"first {self.n} units, each scaled to its own range (white = its largest)")
 
 
 class ClassificationFigure(FigureCallback):
-    """Confusion matrix (classifier variants) or clusters against digits (clustering)."""
+    """Confusion matrix (classifier variants) or clusters against classes (clustering); needs labels."""
 
     def applies(self, module):
-        return module.categories is not None
+        return module.categories is not None and module.n_classes > 0
 
     def draw(self, trainer, module, x, y, stage):
         probs = torch.cat([module.classify(x[i: i + 2000]) for i in range(0, len(x), 2000)])
-        pred, k = probs.argmax(1), module.n_categories
-        counts = torch.bincount(pred * 10 + y, minlength=k * 10).view(k, 10).cpu().numpy()
+        pred, k, c = probs.argmax(1), module.n_categories, module.n_classes
+        counts = torch.bincount(pred * c + y, minlength=k * c).view(k, c).cpu().numpy()
         if module.categories == "digits":
             fig = count_matrix_figure(counts, f"{stage} confusion matrix, {self.moment(trainer, stage)}", "predicted")
             if stage == "test":
                 yt, yp = y.cpu().tolist(), pred.cpu().tolist()
                 publish_wandb(trainer, {f"{stage}/confusion_matrix_plot": lambda wandb: wandb.plot.confusion_matrix(
-                    y_true=yt, preds=yp, class_names=[str(i) for i in range(10)])})
+                    y_true=yt, preds=yp, class_names=[str(i) for i in range(c)])})
         else:
             # the paper's rule names clusters from validation images: from these on validation,
             # from the assignment learned on validation when testing

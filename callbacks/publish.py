@@ -9,15 +9,25 @@ from lightning.pytorch.loggers import WandbLogger
 from PIL import Image
 
 
+MIN_TILE = 28  # pixels: images smaller than this are enlarged (nearest neighbour) in grids
+
+
 def image_grid(images: np.ndarray, nrow: int, pad: int = 2) -> np.ndarray:
-    """Tile [N, H, W] images in [0, 1] into one uint8 picture with `nrow` images per row (torchvision's
-    make_grid, white between the images)."""
+    """Tile [N, H, W] or [N, C, H, W] (C 1 or 3) images in [0, 1] into one uint8 picture with `nrow` images
+    per row (torchvision's make_grid, white between the images): H x W for gray, H x W x 3 for colour.
+    Images under MIN_TILE pixels a side are enlarged by a whole factor to reach it."""
     import torch
     from torchvision.utils import make_grid
 
-    tiles = torch.as_tensor(np.asarray(images, dtype=np.float32)).clamp(0, 1).unsqueeze(1)
-    grid = make_grid(tiles, nrow=nrow, padding=pad, pad_value=1.0)[0]  # make_grid repeats one channel to three
-    return (grid.numpy() * 255).astype(np.uint8)
+    tiles = torch.as_tensor(np.asarray(images, dtype=np.float32)).clamp(0, 1)
+    if tiles.dim() == 3:
+        tiles = tiles.unsqueeze(1)
+    scale = max(1, -(-MIN_TILE // min(tiles.shape[-2:])))  # small images (8x8 digits) drawn in blocks of pixels
+    tiles = tiles.repeat_interleave(scale, -1).repeat_interleave(scale, -2)
+    grid = make_grid(tiles, nrow=nrow, padding=pad, pad_value=1.0)  # make_grid repeats one channel to three
+    if tiles.shape[1] == 1:
+        return (grid[0].numpy() * 255).astype(np.uint8)
+    return (grid.permute(1, 2, 0).numpy() * 255).astype(np.uint8)
 
 
 def figure_to_array(fig) -> np.ndarray:

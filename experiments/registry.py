@@ -54,14 +54,23 @@ def experiment_of(cfg: Dict[str, Any]) -> Dict[str, Any]:
     model, data = cfg["model"], cfg["data"]
     variant = model["variant"]
     out: Dict[str, Any] = {"experiment": variant, "variant": variant}
+    name = dataset_name(data)
+    if name != "mnist":  # lines without the key are MNIST's
+        out["dataset"] = name
     if (cfg.get("evaluate") or {}).get("parzen"):
         out["experiment"] = "parzen"
     if variant == "semi_supervised":
-        out["labels"] = 10 * data["labels_per_class"]
+        out["labels"] = (model.get("n_classes") or 10) * data["labels_per_class"]
     if VARIANTS[variant].categories == "clusters":
         out["clusters"] = model["n_clusters"]
     out["latent_dim"] = model["latent_dim"]
     return out
+
+
+def dataset_name(data: Dict[str, Any]) -> str:
+    """mnist, fashion_mnist, svhn, or the file or folder name of the user's own data (array, folder)."""
+    dataset = data.get("dataset", "mnist")
+    return Path(data["path"]).stem if dataset in ("array", "folder") and data.get("path") else dataset
 
 
 def row_of(command: str) -> Optional[str]:

@@ -31,6 +31,7 @@ PAGES = {  # docs/experiments/<page>.md: the experiment whose table it shows, an
     "dim_reduction": ("dim_reduction", "2-D codes with 20 learned cluster heads"),
     "parzen": ("parzen", "the Parzen-window log-likelihood of an 8-D AAE"),
     "autoencoder_family": ("autoencoder", "plain, denoising, sparse, nonnegative, linear, stacked, recurrent"),
+    "own_data": (tables.DATASETS, "SVHN, an .npz array file or a folder of images; a recorded run on scikit-learn's 8x8 digits"),
     "demos": (None, "2-D codes under each prior, the supervised style/content split, the label-regularized prior"),
 }
 HEADLINE = ("<!-- headline:begin (python -m experiments.results docs) -->", "<!-- headline:end -->")
@@ -80,7 +81,8 @@ def write_docs(rows: List[Dict[str, Any]], root: Path) -> List[Path]:
         path = root / "docs" / "experiments" / f"{page}.md"
         if experiment is None or not path.is_file():
             continue
-        body = tables.family_table(rows) if experiment == tables.FAMILY else tables.experiment_table(rows, experiment)
+        body = {tables.FAMILY: tables.family_table, tables.DATASETS: tables.dataset_table}.get(
+            experiment, lambda r: tables.experiment_table(r, experiment))(rows)
         write_text_atomic(path, replace_block(path.read_text(), TABLE, body))
         written.append(path)
     return written

@@ -50,9 +50,10 @@ def frame(rows: List[Dict[str, Any]]) -> pd.DataFrame:
     """One row per registry line, with the columns the tables group by."""
     df = pd.DataFrame(rows)
     for column in ("experiment", "metric", "value", "epochs", "seed", "row", "stage", "value_last", "selection",
-                   "recipe"):
+                   "recipe", "dataset"):
         if column not in df:
             df[column] = None
+    df["dataset"] = df["dataset"].fillna("mnist")
     df["stage"] = df["stage"].fillna("exploratory")
     df["recipe"] = df["recipe"].fillna(df["experiment"])
     df["group"] = df["row"].where(df["stage"] == "confirmation", df["recipe"])
@@ -93,7 +94,7 @@ def experiment_table(rows: List[Dict[str, Any]], experiment: str) -> str:
     """Every recipe of an experiment: one row per (size, recipe, epochs, stage), mean ± std over seeds of
     the chosen checkpoint (value) and of the last epoch (value_last)."""
     df = _main(frame(rows))
-    df = df[df["experiment"] == experiment]
+    df = df[(df["experiment"] == experiment) & (df["dataset"] == "mnist")]
     if df.empty:
         return "(no recorded runs)"
     size = next((k for k in ("labels", "clusters") if k in df and df[k].notna().any()), "latent_dim")
@@ -110,10 +111,31 @@ def experiment_table(rows: List[Dict[str, Any]], experiment: str) -> str:
     return table.to_markdown(index=False)
 
 
+DATASETS = "datasets"  # the page of the runs on data other than MNIST
+
+
+def dataset_table(rows: List[Dict[str, Any]]) -> str:
+    """Runs on data other than MNIST: one row per (data set, experiment, recipe, epochs, stage), the main
+    metric's mean ± std over seeds, chosen on validation and at the last epoch."""
+    df = _main(frame(rows))
+    df = df[df["dataset"] != "mnist"]
+    if df.empty:
+        return "(no recorded runs)"
+    out = []
+    keys = ["dataset", "experiment", "metric", "group", "stage", "epochs_shown"]
+    for (dataset, experiment, metric, group, stage, epochs), runs in df.groupby(keys, sort=True, dropna=False):
+        unit = " (%)" if metric in PERCENT else ""
+        out.append({"data": dataset, "experiment": experiment, "recipe": group, "stage": stage, "epochs": epochs,
+                    "metric": metric + unit, "test (chosen on validation)": spread(runs["value"]),
+                    "test (last epoch)": spread(runs["value_last"]),
+                    "seeds": ", ".join(str(s) for s in sorted(runs["seed"]))})
+    return pd.DataFrame(out).to_markdown(index=False)
+
+
 def family_table(rows: List[Dict[str, Any]]) -> str:
     """The autoencoder family: one row per (recipe, epochs), a column per metric (mean ± std over seeds)."""
     df = frame(rows)
-    df = df[df["experiment"] == FAMILY]
+    df = df[(df["experiment"] == FAMILY) & (df["dataset"] == "mnist")]
     if df.empty:
         return "(no recorded runs)"
     metrics = [m for m, _, _ in (METRICS[FAMILY], *EXTRA_METRICS[FAMILY])]

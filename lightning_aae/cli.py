@@ -22,7 +22,7 @@ USAGE = "python train.py --config configs/aae.yaml [key.sub=value ...]"
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog="train.py", usage=USAGE,
-        description="Train an adversarial autoencoder variant on MNIST. Overrides are OmegaConf dotlist "
+        description="Train an adversarial autoencoder variant on MNIST, SVHN or your own images (data.dataset). Overrides are OmegaConf dotlist "
                     "entries, e.g. trainer.devices=2 model.latent_dim=8 optim.lr=1e-4.")
     parser.add_argument("--config", "-c", help="YAML file under configs/ (default: the built-in defaults)")
     parser.add_argument("overrides", nargs="*", help="key.sub=value entries")

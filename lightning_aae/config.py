@@ -84,13 +84,13 @@ def _check_choices(cfg: DictConfig) -> None:
         "model.prior_std": m.prior_std,
         "data.batch_size": d.batch_size,
         "data.labeled_batch_size": d.labeled_batch_size,
-        "data.val_size": d.val_size,
         "optim.lr": o.lr,
         "trainer.log_every_n_steps": cfg.trainer.log_every_n_steps,
         "callbacks.figures.every_n_epochs": cfg.callbacks.figures.every_n_epochs,
         "callbacks.figures.tsne_points": cfg.callbacks.figures.tsne_points,
         "evaluate.parzen_samples": cfg.evaluate.parzen_samples,
     }
+    positive.update({f"data.{key}": d[key] for key in ("val_size", "test_size", "image_size") if d[key] is not None})
     for key, value in positive.items():
         if not value > 0:
             raise ConfigError(f"{key} must be positive, got {value}")
@@ -106,6 +106,7 @@ def _check_choices(cfg: DictConfig) -> None:
         if not 0 <= m[key] < 1:
             raise ConfigError(f"model.{key} must be in [0, 1), got {m[key]}")
     _check_labeled(m, d.labels_per_class)
+    _check_data(cfg)
     if not 0 < m.sparsity_target < 1:
         raise ConfigError(f"model.sparsity_target must be in (0, 1), got {m.sparsity_target}")
     for name in ("hidden_dims", "disc_hidden_dims"):
@@ -128,6 +129,20 @@ def _check_labeled(m: DictConfig, labels_per_class: int) -> None:
     if m.labeled_elastic < 0 or not m.labeled_elastic_sigma > 0:
         raise ConfigError(f"model.labeled_elastic must not be negative and model.labeled_elastic_sigma must be "
                           f"positive, got {m.labeled_elastic} and {m.labeled_elastic_sigma}")
+
+
+def _check_data(cfg: DictConfig) -> None:
+    """Settings of the data source; what the files hold is checked when they are read (sources.py)."""
+    d = cfg.data
+    if d.dataset in ("array", "folder") and not d.path:
+        raise ConfigError(f"data.dataset={d.dataset} reads {'an .npz file' if d.dataset == 'array' else 'a folder'}: "
+                          "set data.path")
+    if d.path and d.dataset not in ("array", "folder"):
+        raise ConfigError(f"data.path is read by data.dataset=array or folder, not {d.dataset}")
+    if d.image_size is not None and d.dataset != "folder":
+        raise ConfigError(f"data.image_size resizes the images of data.dataset=folder, not {d.dataset}")
+    if d.svhn_extra and d.dataset != "svhn":
+        raise ConfigError(f"data.svhn_extra adds SVHN's extra images; data.dataset is {d.dataset}")
 
 
 def _check_run(cfg: DictConfig) -> None:

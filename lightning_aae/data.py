@@ -1,11 +1,8 @@
-"""MNIST (or Fashion-MNIST, `data.dataset`) as in-memory tensors, and the DataModule that owns the
-labeled / unlabeled / validation splits."""
+"""The images of `data.dataset` (lightning_aae/sources.py reads them) as in-memory tensors, and the
+DataModule that owns the labeled / unlabeled / validation (and, where the data has none, test) splits."""
 from __future__ import annotations
 
-import gzip
-import struct
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Tuple
 
@@ -15,123 +12,13 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from lightning.pytorch.utilities import CombinedLoader
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-MNIST_FILES = {
-    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", 60000),
-    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", 10000),
-}
-N_CLASSES = 10
+from .sources import (IDX_DATASETS, MNIST_SHAPE, READERS, DataError, Images, Source, download_idx,  # noqa: F401
+                      have_idx_files, idx_raw_dir, load_mnist, read_idx, read_source)
 
 
-@dataclass(frozen=True)
-class DatasetSpec:
-    title: str  # in messages
-    folder: str  # <root>/<folder>/raw holds the IDX files (torchvision's layout)
-    torchvision_class: str  # downloads them
-    classes: Tuple[str, ...]
-
-
-# data.dataset -> the dataset; both have the same four file names, counts and 28x28 images
-DATASETS = {
-    "mnist": DatasetSpec("MNIST", "MNIST", "MNIST", tuple(str(d) for d in range(10))),
-    "fashion_mnist": DatasetSpec("Fashion-MNIST", "FashionMNIST", "FashionMNIST",
-                                 ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
-                                  "Sneaker", "Bag", "Ankle boot")),
-}
-
-
-class DataError(RuntimeError):
-    """The dataset cannot be found or read; the message says which file and what to do."""
-
-
-def _open_idx(path: Path, title: str = "MNIST") -> bytes:
-    try:
-        return _read_idx_bytes(path, title)
-    except FileNotFoundError:
-        raise DataError(f"{title} file {path} (or {path.name}.gz) is missing") from None
-    except OSError as exc:
-        raise DataError(f"{title} file {exc.filename or path} cannot be read ({exc.strerror or type(exc).__name__})") from None
-
-
-def _read_idx_bytes(path: Path, title: str = "MNIST") -> bytes:
-    if path.is_file():
-        return path.read_bytes()
-    gz = path.with_name(path.name + ".gz")
-    if gz.is_file():
-        try:
-            with gzip.open(gz) as f:
-                return f.read()
-        except (OSError, EOFError) as exc:
-            raise DataError(f"{title} file {gz} is corrupted ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
-                            "delete it and download again") from None
-    raise FileNotFoundError(path)
-
-
-def read_idx(path: Path, expected_count: int, expected_dims: Tuple[int, ...], title: str = "MNIST") -> torch.Tensor:
-    """Read one IDX file (uint8) and check its header and length against what the dataset should hold."""
-    raw = _open_idx(path, title)
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
-        raise DataError(f"{title} file {path} is not an unsigned-byte IDX file (bad magic number)")
-    ndim = raw[3]
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise DataError(f"{title} file {path} is truncated (header incomplete)")
-    dims = struct.unpack(f">{ndim}I", raw[4:header])
-    if dims != (expected_count, *expected_dims):
-        raise DataError(f"{title} file {path} has shape {dims}, expected {(expected_count, *expected_dims)}")
-    n = 1
-    for d in dims:
-        n *= d
-    if len(raw) - header != n:
-        raise DataError(f"{title} file {path} is truncated or corrupted: {len(raw) - header} data bytes, expected {n}")
-    return torch.frombuffer(bytearray(raw[header:]), dtype=torch.uint8).reshape(dims)
-
-
-def _raw_dir(root: Path, dataset: str = "mnist") -> Path:
-    return root / DATASETS[dataset].folder / "raw"
-
-
-def _have_files(root: Path, dataset: str = "mnist") -> bool:
-    raw = _raw_dir(root, dataset)
-    return all(
-        (raw / name).is_file() or (raw / (name + ".gz")).is_file()
-        for images, labels, _ in MNIST_FILES.values()
-        for name in (images, labels)
-    )
-
-
-def _download(root: Path, dataset: str = "mnist") -> None:
-    import torchvision.datasets
-
-    spec = DATASETS[dataset]
-    try:
-        for train in (True, False):
-            getattr(torchvision.datasets, spec.torchvision_class)(str(root), train=train, download=True)
-    except Exception as exc:  # network errors come in many types
-        raise DataError(
-            f"{spec.title} not found under {_raw_dir(root, dataset)} and the download failed ({type(exc).__name__}); "
-            f"put the four IDX files there, or set data.root / AAE_DATA_DIR to a folder holding {spec.folder}/raw"
-        ) from None
-
-
-def load_mnist(root: str | Path, split: str, download: bool = False,
-               dataset: str = "mnist") -> Tuple[torch.Tensor, torch.Tensor]:
-    """Images as float32 [N, 784] in [0, 1] and labels as int64 [N], read straight from the IDX files
-    of `dataset` (mnist or fashion_mnist)."""
-    root, spec = Path(root).expanduser(), DATASETS[dataset]
-    if not _have_files(root, dataset):
-        if not download:
-            raise DataError(
-                f"{spec.title} not found under {_raw_dir(root, dataset)} and data.download=false; "
-                "put the four IDX files there or set data.root / AAE_DATA_DIR"
-            )
-        _download(root, dataset)
-    images_name, labels_name, count = MNIST_FILES[split]
-    raw = _raw_dir(root, dataset)
-    images = read_idx(raw / images_name, count, (28, 28), spec.title)
-    labels = read_idx(raw / labels_name, count, (), spec.title)
-    if int(labels.max()) >= N_CLASSES:
-        raise DataError(f"{spec.title} file {raw / labels_name} holds labels outside 0-9")
-    return images.reshape(count, 784).float().div_(255.0), labels.long()
+# re-exported: the readers live in sources.py
+__all__ = ["DataError", "ImageDataModule", "MNISTDataModule", "TensorPairs", "load_mnist", "read_idx", "split_indices"]
+DATASETS = READERS  # data.dataset -> its reader
 
 
 class TensorPairs(Dataset):
@@ -193,82 +80,163 @@ def _batch_as_is(batch):
     return batch
 
 
-def split_indices(labels: torch.Tensor, val_size: int, labels_per_class: int, seed: int):
+def _proportional(counts: torch.Tensor, size: int) -> torch.Tensor:
+    """How many of `size` each class gives, in proportion to `counts`; the remainder one by one to the
+    classes whose share was rounded down most."""
+    n = int(counts.sum())
+    share = (counts.double() * size / n).floor().long()
+    for c in torch.argsort(counts.double() * size / n - share, descending=True)[: size - int(share.sum())]:
+        share[c] += 1
+    return share
+
+
+def split_indices(labels: Optional[torch.Tensor], val_size: int, labels_per_class: int, seed: int,
+                  n: Optional[int] = None, title: str = "the training set"):
     """Seeded, class-balanced split of the training set into (labeled, unlabeled, validation) indices.
 
-    The validation set takes val_size/10 images of each class where it can, so every split sees
-    the digits in the same proportions whatever the seed.
+    The validation set takes images of each class in proportion to the class's size, so every split
+    sees the classes in the same proportions whatever the seed. Without labels (`labels` None, `n`
+    images) the validation set is a seeded random one and nothing is labeled.
     """
-    n = len(labels)
-    counts = torch.bincount(labels, minlength=N_CLASSES)
+    n = len(labels) if labels is not None else n
     if val_size >= n:
-        raise DataError(f"data.val_size={val_size} leaves no training images (the training set holds {n})")
+        raise DataError(f"data.val_size={val_size} leaves no training images ({title} holds {n})")
     g = torch.Generator().manual_seed(seed)
-    per_class = [torch.nonzero(labels == c).flatten() for c in range(N_CLASSES)]
+    if labels is None:
+        order = torch.randperm(n, generator=g)
+        return order[:0], order[val_size:], order[:val_size]
+    n_classes = int(labels.max()) + 1
+    counts = torch.bincount(labels, minlength=n_classes)
+    per_class = [torch.nonzero(labels == c).flatten() for c in range(n_classes)]
     per_class = [idx[torch.randperm(len(idx), generator=g)] for idx in per_class]
-    # validation: proportional to class frequency, remainder spread one by one
-    share = (counts.double() * val_size / n).floor().long()
-    for c in torch.argsort(counts.double() * val_size / n - share, descending=True)[: val_size - int(share.sum())]:
-        share[c] += 1
+    share = _proportional(counts, val_size)
     val = torch.cat([idx[: int(share[c])] for c, idx in enumerate(per_class)])
     rest = [idx[int(share[c]):] for c, idx in enumerate(per_class)]
-    smallest = min(len(r) for r in rest)
-    if labels_per_class > smallest:
-        raise DataError(
-            f"data.labels_per_class={labels_per_class} is more than the smallest class holds "
-            f"after the validation split ({smallest})"
-        )
+    smallest = min(range(n_classes), key=lambda c: len(rest[c]))
+    if labels_per_class > len(rest[smallest]):
+        raise DataError(f"data.labels_per_class={labels_per_class} is more than {title} holds of class {smallest} "
+                        f"after the validation split ({len(rest[smallest])})")
     labeled = torch.cat([r[:labels_per_class] for r in rest])
     unlabeled = torch.cat([r[labels_per_class:] for r in rest])
     # shuffle so no split is ordered by class
     return tuple(t[torch.randperm(len(t), generator=g)] for t in (labeled, unlabeled, val))
 
 
-class MNISTDataModule(L.LightningDataModule):
-    """MNIST (or Fashion-MNIST: `dataset`) held in memory as tensors.
+def test_split(labels: Optional[torch.Tensor], n: int, test_size: int, seed: int, title: str):
+    """(training, test) indices for data that brings no test set: a seeded test set, class-balanced
+    where there are labels, drawn from its own stream (the other splits' seeds are unchanged by it)."""
+    if test_size >= n:
+        raise DataError(f"data.test_size={test_size} leaves no training images ({title} holds {n})")
+    g = torch.Generator().manual_seed(seed * 1_000_003 + 7)
+    if labels is None:
+        order = torch.randperm(n, generator=g)
+        return order[test_size:].sort().values, order[:test_size].sort().values
+    counts = torch.bincount(labels)
+    share = _proportional(counts, test_size)
+    taken = [torch.nonzero(labels == c).flatten() for c in range(len(counts))]
+    test = torch.cat([idx[torch.randperm(len(idx), generator=g)[: int(share[c])]] for c, idx in enumerate(taken)])
+    keep = torch.ones(n, dtype=torch.bool)
+    keep[test] = False
+    return torch.nonzero(keep).flatten(), test.sort().values
+
+
+def default_split_size(n: int) -> int:
+    """A sixth of the images, at most 10,000: MNIST's 10,000 of 60,000, and a few dozen of a few hundred."""
+    return max(1, min(10000, n // 6))
+
+
+class ImageDataModule(L.LightningDataModule):
+    """The images of `dataset` (MNIST by default; lightning_aae/sources.py) held in memory as tensors.
 
     Training batches:
       * labels_per_class == 0: (x, y) from every non-validation training image (y for the
-        variants that condition on labels; the unsupervised ones ignore it).
+        variants that condition on labels; the unsupervised ones ignore it; -1 where the data has
+        no labels).
       * labels_per_class > 0: {"unlabeled": (x, y=-1), "labeled": (x, y)} through a
         CombinedLoader; the labeled set is cycled, so an epoch is one pass over the unlabeled set.
     Batch sizes are per device: with N devices an optimizer step sees N * batch_size images.
-    The test set is only for `test`, never for model selection.
+    The test set (the data's own, or a seeded split where it has none) is only for `test`, never
+    for model selection. `image_shape`, `n_classes` and `class_names` come from the data.
     """
 
     def __init__(self, root: str = "data", download: bool = True, batch_size: int = 100,
-                 labeled_batch_size: int = 100, val_size: int = 10000, labels_per_class: int = 0,
-                 split_seed: int = 0, on_device: bool = True, seed: int = 0, dataset: str = "mnist"):
+                 labeled_batch_size: int = 100, val_size: Optional[int] = None, labels_per_class: int = 0,
+                 split_seed: int = 0, on_device: bool = True, seed: int = 0, dataset: str = "mnist",
+                 path: Optional[str] = None, image_size: Optional[int] = None, test_size: Optional[int] = None,
+                 svhn_extra: bool = False):
         super().__init__()
         self.root, self.download, self.dataset = root, download, dataset
+        self.path, self.image_size, self.svhn_extra = path, image_size, svhn_extra
         self.batch_size, self.labeled_batch_size = batch_size, labeled_batch_size
-        self.val_size, self.labels_per_class = val_size, labels_per_class
+        self.val_size, self.test_size, self.labels_per_class = val_size, test_size, labels_per_class
         self.split_seed, self.on_device = split_seed, on_device
         self.seed = seed  # the run's seed: the training order of every epoch derives from it
         self.labeled: Optional[TensorPairs] = None
         self.unlabeled: Optional[TensorPairs] = None
         self.val: Optional[TensorPairs] = None
         self.test: Optional[TensorPairs] = None
+        self._source: Optional[Source] = None
+        self._splits: Optional[dict] = None
         self._samplers: dict = {}
         self._resume: Optional[dict] = None
 
     @classmethod
-    def from_config(cls, data_cfg, seed: int = 0) -> "MNISTDataModule":
+    def from_config(cls, data_cfg, seed: int = 0) -> "ImageDataModule":
         return cls(**dict(data_cfg), seed=seed)
 
     def prepare_data(self) -> None:
         root = Path(self.root).expanduser()
-        if not _have_files(root, self.dataset):
+        if self.dataset in IDX_DATASETS and not have_idx_files(root, self.dataset):
             if not self.download:
                 load_mnist(root, "train", download=False, dataset=self.dataset)  # raises the explanatory error
-            _download(root, self.dataset)
+            download_idx(root, self.dataset)
+
+    # ---- what the data is ---------------------------------------------------------------------
+    @property
+    def source(self) -> Source:
+        """The images as read (once) from disk."""
+        if self._source is None:
+            self._source = read_source(self)
+        return self._source
+
+    @property
+    def image_shape(self) -> Tuple[int, int, int]:
+        return self.source.shape
+
+    @property
+    def class_names(self) -> Tuple[str, ...]:
+        return self.source.classes
+
+    @property
+    def n_classes(self) -> int:
+        """0 where the data has no labels."""
+        return len(self.class_names)
 
     def check_splits(self) -> None:
-        """Fail now, with the setting named, if the splits cannot be made (reads only the labels)."""
-        count = MNIST_FILES["train"][2]
-        labels = read_idx(_raw_dir(Path(self.root).expanduser(), self.dataset) / MNIST_FILES["train"][1], count, (),
-                          DATASETS[self.dataset].title)
-        split_indices(labels.long(), self.val_size, self.labels_per_class, self.split_seed)
+        """Fail now, with the setting or file named, if the data cannot be read or split."""
+        self._split()
+
+    def _split(self) -> dict:
+        if self._splits is None:
+            src = self.source
+            train, test = src.train, src.test
+            if test is None:  # the data brings no test set: a seeded one
+                size = self.test_size or default_split_size(len(train.x))
+                keep, held = test_split(train.y, len(train.x), size, self.split_seed, src.title)
+                test = Images(train.x[held], train.y[held] if train.y is not None else None)
+                train = Images(train.x[keep], train.y[keep] if train.y is not None else None)
+            elif self.test_size:
+                raise DataError(f"data.test_size sets the size of a test split, but {src.title} has its own test set")
+            val_size = self.val_size or default_split_size(len(train.x))
+            if self.labels_per_class and train.y is None:
+                raise DataError(f"data.labels_per_class={self.labels_per_class} needs labels; {src.title} has none")
+            lab, unl, val = split_indices(train.y, val_size, self.labels_per_class, self.split_seed,
+                                          n=len(train.x), title=src.title)
+            if len(unl) < self.batch_size:
+                raise DataError(f"{src.title}: {len(unl)} training images after the splits, fewer than one batch "
+                                f"(data.batch_size={self.batch_size})")
+            self._splits = {"train": train, "test": test, "labeled": lab, "unlabeled": unl, "val": val}
+        return self._splits
 
     def _device(self) -> torch.device:
         trainer = getattr(self, "trainer", None)
@@ -277,18 +245,25 @@ class MNISTDataModule(L.LightningDataModule):
         return torch.device("cpu")
 
     def setup(self, stage: Optional[str] = None) -> None:
-        device = self._device()
-        # "test" needs the validation split too: clustering names its clusters from validation
-        # images and Parzen chooses sigma on them, also when a checkpoint is tested on its own
-        if stage in (None, "fit", "validate", "test") and self.val is None:
-            x, y = load_mnist(self.root, "train", self.download, self.dataset)
-            lab, unl, val = split_indices(y, self.val_size, self.labels_per_class, self.split_seed)
-            hidden = torch.full_like(y[unl], -1)
-            self.labeled = TensorPairs(x[lab], y[lab]).to(device)
-            self.unlabeled = TensorPairs(x[unl], hidden if self.labels_per_class else y[unl]).to(device)
-            self.val = TensorPairs(x[val], y[val]).to(device)
-        if stage in (None, "test", "predict") and self.test is None:
-            self.test = TensorPairs(*load_mnist(self.root, "test", self.download, self.dataset)).to(device)
+        """Every split at once, whatever the stage ("test" needs the validation split too: clustering
+        names its clusters from validation images and Parzen chooses sigma on them); then the images as
+        read are let go, so the data is held once."""
+        if self.val is not None:
+            return
+        device, splits = self._device(), self._split()
+        x, y = splits["train"].x, splits["train"].y
+        if y is None:  # unlabeled data: -1, as for the hidden labels of the semi-supervised split
+            y = torch.full((len(x),), -1, dtype=torch.long)
+        lab, unl, val = splits["labeled"], splits["unlabeled"], splits["val"]
+        hidden = torch.full_like(y[unl], -1)
+        self.labeled = TensorPairs(x[lab], y[lab]).to(device)
+        self.unlabeled = TensorPairs(x[unl], hidden if self.labels_per_class else y[unl]).to(device)
+        self.val = TensorPairs(x[val], y[val]).to(device)
+        test = splits["test"]
+        self.test = TensorPairs(test.x, test.y if test.y is not None else
+                                torch.full((len(test.x),), -1, dtype=torch.long)).to(device)
+        self._splits = None
+        self._source = Source(Images(x[:0], None), None, self.source.shape, self.source.classes, self.source.title)
 
     def _loader(self, data: TensorPairs, batch_size: int, shuffle: bool, drop_last: bool = False) -> DataLoader:
         return DataLoader(data, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
@@ -347,3 +322,6 @@ class MNISTDataModule(L.LightningDataModule):
 
     def test_dataloader(self):
         return self._eval_loader(self.test)
+
+
+MNISTDataModule = ImageDataModule  # the name before other data sets could be read

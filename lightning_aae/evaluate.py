@@ -1,4 +1,4 @@
-"""Test metrics of a checkpoint, on one device, over exactly the 10,000 MNIST test images.
+"""Test metrics of a checkpoint, on one device, over exactly the test images its run was tested on.
 
     python -m lightning_aae.evaluate runs/semi_supervised/<run>/checkpoints/last.ckpt
     python -m lightning_aae.evaluate CKPT --parzen        # adds the Parzen-window log-likelihood
@@ -16,7 +16,7 @@ import warnings
 from pathlib import Path
 
 
-from .data import DataError, MNISTDataModule
+from .data import DataError, ImageDataModule
 from .errors import EXIT_INPUT, EXIT_STORAGE, fail
 
 
@@ -34,7 +34,7 @@ def figure_settings(ckpt: dict) -> dict:
     return {**settings, **({"seed": run["seed"]} if "seed" in run else {})}
 
 
-def datamodule_for(ckpt: dict, data_root: str | None) -> MNISTDataModule:
+def datamodule_for(ckpt: dict, data_root: str | None) -> ImageDataModule:
     """The run's own data settings (splits, seed), with the data root overridable."""
     data = dict(run_config_of(ckpt).get("data") or {})
     if data_root:
@@ -42,7 +42,7 @@ def datamodule_for(ckpt: dict, data_root: str | None) -> MNISTDataModule:
     elif os.environ.get("AAE_DATA_DIR"):
         data["root"] = os.environ["AAE_DATA_DIR"]
     data.setdefault("root", "data")
-    return MNISTDataModule(**data)
+    return ImageDataModule(**data)
 
 
 def per_image_errors(module, x, chunk: int = 1000):
@@ -116,11 +116,9 @@ def evaluate(ckpt_path: str, data_root: str | None = None, parzen: bool = False,
         trainer.test(module, datamodule=dm, ckpt_path=ckpt_path, verbose=False)  # figures name the checkpoint
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
     if per_image:
-        from .data import DATASETS
-
         module = module.cpu().eval()
         errors = per_image_errors(module, dm.test.x.cpu())
-        write_error_report(per_image, errors, dm.test.y.cpu(), DATASETS[dm.dataset].classes,
+        write_error_report(per_image, errors, dm.test.y.cpu(), {-1: "unlabeled", **dict(enumerate(dm.class_names))},
                            f"{Path(ckpt_path).name}: {len(errors)} test images")
         metrics["test/per_image_error_p99"] = float(errors.quantile(0.99))
     if parzen:

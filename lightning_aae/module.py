@@ -8,7 +8,7 @@ callbacks (callbacks/guards.py), optimizers and schedules are built by lightning
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import lightning as L
 import torch
@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from .components import MLPDiscriminator, build_decoder, build_encoder
+from .components import MNIST_SHAPE, MLPDiscriminator, build_decoder, build_encoder, image_shape_of
 from .losses import IMAGE_MAPS, SPARSITY, negative_weight_penalty
 from .metrics import EvalBundle, ReconstructionMetrics, RunningMeans, compute_all
 from .optim import build_optimizers, follow_config, phase_setting
@@ -74,7 +74,7 @@ class CodeInterface:
         return z
 
     def decode(self, z: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Images in [0, 1], shape [B, 784]."""
+        """Images in [0, 1], shape [B, C*H*W] (`image_shape`)."""
         return self.to_image(self.decoder(self.decoder_input(z, labels)))
 
     def to_image(self, logits: torch.Tensor) -> torch.Tensor:
@@ -103,24 +103,38 @@ class CodeInterface:
         return self.decode(self.sample_prior(n, generator), labels)
 
 
-def warp_images(x: torch.Tensor, degrees: float, alpha: float, sigma: float) -> torch.Tensor:
-    """Each [N, 784] image rotated by its own angle in [-degrees, degrees] and displaced by its own elastic
+def warp_images(x: torch.Tensor, degrees: float, alpha: float, sigma: float,
+                shape: Tuple[int, int, int] = MNIST_SHAPE) -> torch.Tensor:
+    """Each [N, C*H*W] image rotated by its own angle in [-degrees, degrees] and displaced by its own elastic
     field (uniform noise in [-1, 1] per pixel and axis, Gaussian-blurred with sigma, times alpha pixels),
     sampled bilinearly with zero fill (torch's affine_grid and grid_sample, torchvision's gaussian_blur)."""
     from torchvision.transforms.v2.functional import gaussian_blur
 
-    n, side = len(x), 28
+    n, (c, h, w) = len(x), shape
     angle = torch.deg2rad((torch.rand(n, device=x.device) * 2 - 1) * degrees)
     cos, sin, zero = angle.cos(), angle.sin(), torch.zeros_like(angle)
     theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
-    grid = F.affine_grid(theta, [n, 1, side, side], align_corners=False)
+    grid = F.affine_grid(theta, [n, c, h, w], align_corners=False)
     if alpha:
-        noise = torch.rand(n, 2, side, side, device=x.device) * 2 - 1
+        noise = torch.rand(n, 2, h, w, device=x.device) * 2 - 1
         kernel = 2 * int(math.ceil(3 * sigma)) + 1
-        field = gaussian_blur(noise, [kernel, kernel], [sigma, sigma]) * alpha * 2 / side  # pixels -> [-1, 1] units
+        field = gaussian_blur(noise, [kernel, kernel], [sigma, sigma]) * alpha  # pixels; x, then y
+        field = torch.stack([field[:, 0] * 2 / w, field[:, 1] * 2 / h], 1)  # -> [-1, 1] units
         grid = grid + field.permute(0, 2, 3, 1)
-    return F.grid_sample(x.view(n, 1, side, side), grid, mode="bilinear", padding_mode="zeros",
+    return F.grid_sample(x.view(n, c, h, w), grid, mode="bilinear", padding_mode="zeros",
                          align_corners=False).reshape(n, -1)
+
+
+def shift_images(x: torch.Tensor, s: int, shape: Tuple[int, int, int] = MNIST_SHAPE) -> torch.Tensor:
+    """Each [N, C*H*W] image shifted by its own random whole number of pixels in [-s, s] along each axis,
+    the pixels shifted in being 0."""
+    n, (c, h, w) = len(x), shape
+    padded = F.pad(x.view(n, c, h, w), (s, s, s, s))
+    dy, dx = torch.randint(0, 2 * s + 1, (2, n, 1), device=x.device)
+    rows = (dy + torch.arange(h, device=x.device))[:, None, :, None]
+    cols = (dx + torch.arange(w, device=x.device))[:, None, None, :]
+    chans = torch.arange(c, device=x.device)[None, :, None, None]
+    return padded[torch.arange(n, device=x.device)[:, None, None, None], chans, rows, cols].reshape(n, -1)
 
 
 class InputCorruption:
@@ -153,16 +167,10 @@ class InputCorruption:
         by a random whole number of pixels in [-s, s] along each axis, s = model.labeled_shift, the
         pixels shifted in being 0. x itself when s is 0."""
         m = self.model_cfg
-        s = m["labeled_shift"]
-        if s:
-            n = len(x)
-            padded = F.pad(x.view(n, 28, 28), (s, s, s, s))
-            dy, dx = torch.randint(0, 2 * s + 1, (2, n, 1), device=x.device)
-            rows = (dy + torch.arange(28, device=x.device))[:, :, None]
-            cols = (dx + torch.arange(28, device=x.device))[:, None, :]
-            x = padded[torch.arange(n, device=x.device)[:, None, None], rows, cols].reshape(n, -1)
+        if m["labeled_shift"]:
+            x = shift_images(x, m["labeled_shift"], self.image_shape)
         if m["labeled_rotate"] or m["labeled_elastic"]:
-            x = warp_images(x, m["labeled_rotate"], m["labeled_elastic"], m["labeled_elastic_sigma"])
+            x = warp_images(x, m["labeled_rotate"], m["labeled_elastic"], m["labeled_elastic_sigma"], self.image_shape)
         return x
 
     def corrupts(self) -> bool:
@@ -192,6 +200,8 @@ class AutoencoderModule(CodeInterface, InputCorruption, L.LightningModule):
         self.automatic_optimization = False
         self.model_cfg, self.optim_cfg = model, optim
         self.latent_dim = model["latent_dim"]
+        self.image_shape = image_shape_of(model)  # [C, H, W]; MNIST's for checkpoints from before it was stored
+        self.n_classes = 10 if model["n_classes"] is None else model["n_classes"]  # 0: the data has no labels
         self.prior = make_prior(model["prior"], self.latent_dim, model["prior_std"])
         self.encoder = build_encoder(model, self.encoder_out_dim())
         self.decoder = build_decoder(model, self.decoder_in_dim())

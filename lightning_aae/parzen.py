@@ -2,7 +2,7 @@
 
 A Gaussian kernel of width sigma is put on each of N generated samples; sigma is chosen on the
 validation set, and the mean log-likelihood (nats) of the test images is reported with its
-standard error. Pixels in [0, 1], 784 dimensions, as in the paper's evaluation.
+standard error. Pixels in [0, 1] (784 dimensions for MNIST, as in the paper's evaluation).
 """
 from __future__ import annotations
 

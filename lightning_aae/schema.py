@@ -22,6 +22,10 @@ class ConfigError(ValueError):
 class ModelConfig:
     variant: str = "aae"
     arch: str = "mlp"
+    # set by train() from the data, never by hand: the images' [channels, height, width] and the number of
+    # classes (0: unlabeled); null in a checkpoint written before they were stored means MNIST's [1, 28, 28], 10
+    image_shape: Optional[List[int]] = None
+    n_classes: Optional[int] = None
     latent_dim: int = 2
     hidden_dims: List[int] = field(default_factory=lambda: [1000, 1000])
     disc_hidden_dims: List[int] = field(default_factory=lambda: [1000, 1000])
@@ -127,11 +131,19 @@ class OptimConfig:
 @dataclass
 class DataConfig:
     root: str = "${oc.env:AAE_DATA_DIR,data}"
-    dataset: str = "mnist"  # mnist | fashion_mnist (IDX files under <root>/MNIST/raw or <root>/FashionMNIST/raw)
+    # mnist | fashion_mnist (IDX files under <root>/MNIST/raw or <root>/FashionMNIST/raw) | svhn (.mat files
+    # under <root>/SVHN) | array (an .npz file: data.path) | folder (images, one subfolder per class: data.path)
+    dataset: str = "mnist"
+    path: Optional[str] = None  # array, folder: the file or folder
+    image_size: Optional[int] = None  # folder: every image resized to this many pixels square (null: as they are)
+    svhn_extra: bool = False  # svhn: extra_32x32.mat joins the training images (531,131 more)
     download: bool = True
     batch_size: int = 100  # per device
     labeled_batch_size: int = 100  # per device, for variants that train on labels
-    val_size: int = 10000
+    val_size: Optional[int] = None  # null: a sixth of the training images, at most 10,000 (MNIST: 10,000)
+    # where the data has no test set of its own: a seeded, class-balanced test split of this size
+    # (null: a sixth of the images, at most 10,000)
+    test_size: Optional[int] = None
     labels_per_class: int = 0
     split_seed: int = 0
     on_device: bool = True  # keep the tensors on the accelerator

@@ -21,7 +21,7 @@ from callbacks.guards import WallClock
 from callbacks.preemption import Preempted
 
 from .schema import ConfigError
-from .data import MNISTDataModule
+from .data import ImageDataModule
 from .schedule import DivergenceError
 from .storage import SafeCheckpointIO, check_writable, load_checkpoint, runs_named, write_text_atomic
 from .variants import build_module, variant_of
@@ -279,17 +279,66 @@ def _scalars(metrics: Dict[str, Any]) -> Dict[str, float]:
     return out
 
 
-def _checked_datamodule(cfg: DictConfig) -> MNISTDataModule:
-    """The DataModule, after failing on missing data or impossible splits before anything is written."""
-    datamodule = MNISTDataModule.from_config(cfg.data, seed=cfg.seed)
+def _checked_datamodule(cfg: DictConfig, ckpt: Optional[Path] = None) -> ImageDataModule:
+    """The DataModule, after failing on missing data or impossible splits before anything is written;
+    the model's image shape and class count are set from the data (fit_model_to_data)."""
+    datamodule = ImageDataModule.from_config(cfg.data, seed=cfg.seed)
     if int(os.environ.get("LOCAL_RANK", 0)) == 0:  # one download per node, never two writing one folder
         datamodule.prepare_data()
     datamodule.check_splits()
+    fit_model_to_data(cfg, datamodule.image_shape, datamodule.n_classes, datamodule.source.title, ckpt)
     return datamodule
 
 
+# variants (or options) that train on labels; clustering and dim_reduction only score with them
+_NEEDS_LABELS = {"supervised": "trains on every label", "semi_supervised": "trains on the labeled images"}
+_LABELED_MONITORS = ("val/error", "val/accuracy", "val/cluster_error", "val/hungarian_accuracy")
+
+
+def fit_model_to_data(cfg: DictConfig, shape, n_classes: int, title: str, ckpt: Optional[Path] = None) -> None:
+    """model.image_shape and model.n_classes from the data, after checking that a value given by hand
+    (a saved config.yaml) or held by the checkpoint to resume agrees, and that the variant can train on it."""
+    shape = [int(v) for v in shape]
+    m = cfg.model
+    held = _checkpoint_model(ckpt)
+    for key, value in (("image_shape", shape), ("n_classes", n_classes)):
+        given = m[key] if m[key] is None or key == "n_classes" else list(m[key])
+        if given is not None and given != value:
+            raise ConfigError(f"model.{key}={given}, but {title} gives {value}; leave model.{key} unset "
+                              "(it is read from the data)")
+        stored = held.get(key) if key in held else None
+        stored = list(stored) if isinstance(stored, (list, tuple)) else stored
+        if held and (stored if stored is not None else _MNIST_DEFAULTS[key]) != value:
+            raise ConfigError(f"ckpt_path {ckpt} was trained on {key} {stored or _MNIST_DEFAULTS[key]}, but {title} "
+                              f"gives {value}: resume on the data it was trained on")
+    if not n_classes and (m.variant in _NEEDS_LABELS or m.label_regularized):
+        why = _NEEDS_LABELS.get(m.variant, "(label_regularized) shows the discriminator each label")
+        raise ConfigError(f"model.variant={m.variant} {why}, but {title} has no labels; train aae, autoencoder, vae, "
+                          "clustering or dim_reduction on it, or give it labels")
+    if m.label_regularized and n_classes != 10:
+        raise ConfigError(f"model.label_regularized draws each label from one of the prior's 10 parts, but {title} "
+                          f"has {n_classes} classes")
+    if m.arch == "conv" and (shape[1] % 4 or shape[2] % 4):
+        raise ConfigError(f"model.arch=conv halves the images twice: their height and width must be multiples of 4, "
+                          f"but {title} has {shape[1]}x{shape[2]} (data.image_size can resize a folder)")
+    if not n_classes and cfg.callbacks.checkpoint.monitor in _LABELED_MONITORS:
+        _note(f"{title} has no labels: the checkpoint is chosen on val/recon_loss instead of "
+              f"{cfg.callbacks.checkpoint.monitor}")
+        cfg.callbacks.checkpoint.monitor, cfg.callbacks.checkpoint.mode = "val/recon_loss", "min"
+    m.image_shape, m.n_classes = shape, n_classes
+
+
+_MNIST_DEFAULTS = {"image_shape": [1, 28, 28], "n_classes": 10}
+
+
+def _checkpoint_model(ckpt: Optional[Path]) -> Dict[str, Any]:
+    if ckpt is None:
+        return {}
+    return dict(load_checkpoint(ckpt).get("hyper_parameters", {}).get("model") or {})
+
+
 def train(cfg: DictConfig, verbose: bool = True, extra_callbacks: Optional[list] = None) -> Dict[str, float]:
-    """Fit, test on the 10,000 MNIST test images, and return the final metrics as floats."""
+    """Fit, test on the test images (the data's own or a seeded split), and return the final metrics as floats."""
     from .provenance import provenance
 
     start = provenance()  # the commit and command of the code that runs, taken now
@@ -298,7 +347,7 @@ def train(cfg: DictConfig, verbose: bool = True, extra_callbacks: Optional[list]
     check_writable(cfg.output_dir, "output_dir")  # before any work, not at the first checkpoint
     ckpt = resolve_checkpoint(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    datamodule = _checked_datamodule(cfg)
+    datamodule = _checked_datamodule(cfg, ckpt)
     run_dir = _run_dir_for(cfg, ckpt)
     os.environ[RUN_DIR_ENV] = str(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)

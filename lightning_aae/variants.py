@@ -20,7 +20,6 @@ from .losses import marginal_entropy_gap, mean_entropy
 from .module import AutoencoderModule, one_hot
 from .priors import N_PARTS
 
-N_DIGITS = 10
 VARIANTS: Dict[str, Type[AutoencoderModule]] = {}
 
 
@@ -69,10 +68,13 @@ class SupervisedAAE(AutoencoderModule):
     """Supervised AAE: the digit goes to the decoder as a one-hot vector, so z only has to hold style."""
 
     label_aware = True
-    n_categories = N_DIGITS
+
+    @property
+    def n_categories(self) -> int:
+        return self.n_classes
 
     def decoder_in_dim(self):
-        return self.latent_dim + N_DIGITS
+        return self.latent_dim + self.n_classes
 
     def discriminator_dims(self):
         return {"prior": self.latent_dim}
@@ -80,7 +82,7 @@ class SupervisedAAE(AutoencoderModule):
     def decoder_input(self, z, labels=None):
         if labels is None:
             raise ValueError("the supervised AAE decodes a style code together with digit labels")
-        return torch.cat([z, one_hot(labels, N_DIGITS)], 1)
+        return torch.cat([z, one_hot(labels, self.n_classes)], 1)
 
     def adversary_pairs(self, batch):
         return _prior_pair(self, self.encode(batch.x))
@@ -176,11 +178,14 @@ class CategoricalAAE(AutoencoderModule):
 
 @register("semi_supervised")
 class SemiSupervisedAAE(CategoricalAAE):
-    """Semi-supervised AAE: q(y|x) over the ten digits, trained by the adversaries on every image
-    and by cross-entropy on the labeled batch (the `classify` phase)."""
+    """Semi-supervised AAE: q(y|x) over the data's classes (MNIST's ten digits), trained by the adversaries
+    on every image and by cross-entropy on the labeled batch (the `classify` phase)."""
 
     categories = "digits"
-    n_categories = N_DIGITS
+
+    @property
+    def n_categories(self) -> int:
+        return self.n_classes
 
     def classification_loss(self, x, y):
         return F.cross_entropy(self.heads(x)[0], y)
@@ -189,7 +194,7 @@ class SemiSupervisedAAE(CategoricalAAE):
         return {**super().phase_params(), "classify": list(self.encoder.parameters())}
 
     def metric_bundles(self, stage):
-        return super().metric_bundles(stage) + [AccuracyMetrics(N_DIGITS)]
+        return super().metric_bundles(stage) + [AccuracyMetrics(self.n_classes)]
 
 
 class _Clusters:
@@ -200,6 +205,12 @@ class _Clusters:
     cluster_assignment = None
     cluster_assignment_majority = None
     ASSIGNMENTS = ("cluster_assignment", "cluster_assignment_majority")
+
+    def cluster_metrics(self, stage: str) -> list:
+        """Scored against the labels; none where the data has no labels."""
+        if not self.n_classes:
+            return []
+        return [ClusterMetrics(self.n_categories, learn_assignment=stage == "val", n_classes=self.n_classes)]
 
     @property
     def n_categories(self) -> int:
@@ -216,6 +227,8 @@ class _Clusters:
                 setattr(self, key, checkpoint[key].to(self.device))
 
     def on_test_epoch_start(self):
+        if not self.n_classes:
+            return  # no labels to name the clusters after
         if self.cluster_assignment is None or self.cluster_assignment_majority is None:
             # a checkpoint from before the assignments were saved: learn them from validation now
             val = self.trainer.datamodule.val
@@ -223,7 +236,7 @@ class _Clusters:
                 probs = torch.cat([self.classify(val.x[i: i + 2000]) for i in range(0, len(val.x), 2000)])
             if self.cluster_assignment is None:
                 self.cluster_assignment = assign_clusters_by_max_posterior(probs, val.y)
-            counts = ClusterCounts(self.n_categories)
+            counts = ClusterCounts(self.n_categories, self.n_classes)
             counts.update(probs.argmax(1).cpu(), val.y.cpu())
             self.cluster_assignment_majority = assign_clusters_by_majority(counts.compute()).to(probs.device)
 
@@ -234,7 +247,7 @@ class ClusteringAAE(_Clusters, CategoricalAAE):
     error (each cluster takes the digit of its most confident validation image) and Hungarian accuracy."""
 
     def metric_bundles(self, stage):
-        return super().metric_bundles(stage) + [ClusterMetrics(self.n_categories, learn_assignment=stage == "val")]
+        return super().metric_bundles(stage) + self.cluster_metrics(stage)
 
 
 def _closeness(heads: torch.Tensor, distance: float) -> torch.Tensor:
@@ -306,7 +319,7 @@ class DimensionalityReductionAAE(_Clusters, CategoricalAAE):
     def metric_bundles(self, stage):
         # the representation is not meant to match the style prior: no code_std_rel_err_max
         return [ReconstructionMetrics(self.latent_dim, self.model_cfg["recon_loss"], match_prior=False),
-                ClusterMetrics(self.n_categories, learn_assignment=stage == "val"), HeadSpread()]
+                *self.cluster_metrics(stage), HeadSpread()]
 
 
 @register("vae")
