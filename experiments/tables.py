@@ -129,7 +129,7 @@ def dataset_table(rows: List[Dict[str, Any]]) -> str:
                     "metric": metric + unit, "test (chosen on validation)": spread(runs["value"]),
                     "test (last epoch)": spread(runs["value_last"]),
                     "seeds": ", ".join(str(s) for s in sorted(runs["seed"]))})
-    return pd.DataFrame(out).to_markdown(index=False)
+    return pd.DataFrame(out).to_markdown(index=False, disable_numparse=True)  # 12.50 stays 12.50
 
 
 def family_table(rows: List[Dict[str, Any]]) -> str:

@@ -21,7 +21,8 @@ from .data import DATASETS
 from .losses import NONNEGATIVE, RECONSTRUCTION_LOSSES, SPARSITY, SPARSITY_REDUCTIONS
 from .optim import OPTIMIZERS, SCHEDULERS
 from .priors import PRIORS
-from .schedule import PHASES, STEPPERS
+from .schedule import PHASES
+from .steppers import STEPPERS
 from .schema import (LOGGER_MODES, CallbacksConfig, CheckpointConfig, Config, ConfigError, DataConfig,  # noqa: F401
                      EvaluateConfig, FiguresConfig, LoggerConfig, ModelConfig, OptimConfig, PhaseOptimConfig,
                      PreemptionConfig, TrainerConfig)

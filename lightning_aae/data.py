@@ -145,6 +145,28 @@ def default_split_size(n: int) -> int:
     return max(1, min(10000, n // 6))
 
 
+def make_splits(src: Source, val_size: Optional[int], test_size: Optional[int], labels_per_class: int,
+                split_seed: int, batch_size: int) -> dict:
+    """train / test images (a seeded test split where the data has no test set) and the labeled,
+    unlabeled and validation indices into train; DataError names what cannot be split."""
+    train, test = src.train, src.test
+    if test is None:
+        keep, held = test_split(train.y, len(train.x), test_size or default_split_size(len(train.x)), split_seed,
+                                src.title)
+        test = Images(train.x[held], train.y[held] if train.y is not None else None)
+        train = Images(train.x[keep], train.y[keep] if train.y is not None else None)
+    elif test_size:
+        raise DataError(f"data.test_size sets the size of a test split, but {src.title} has its own test set")
+    if labels_per_class and train.y is None:
+        raise DataError(f"data.labels_per_class={labels_per_class} needs labels; {src.title} has none")
+    lab, unl, val = split_indices(train.y, val_size or default_split_size(len(train.x)), labels_per_class,
+                                  split_seed, n=len(train.x), title=src.title)
+    if len(unl) < batch_size:
+        raise DataError(f"{src.title}: {len(unl)} training images after the splits, fewer than one batch "
+                        f"(data.batch_size={batch_size})")
+    return {"train": train, "test": test, "labeled": lab, "unlabeled": unl, "val": val}
+
+
 class ImageDataModule(L.LightningDataModule):
     """The images of `dataset` (MNIST by default; lightning_aae/sources.py) held in memory as tensors.
 
@@ -154,9 +176,8 @@ class ImageDataModule(L.LightningDataModule):
         no labels).
       * labels_per_class > 0: {"unlabeled": (x, y=-1), "labeled": (x, y)} through a
         CombinedLoader; the labeled set is cycled, so an epoch is one pass over the unlabeled set.
-    Batch sizes are per device: with N devices an optimizer step sees N * batch_size images.
-    The test set (the data's own, or a seeded split where it has none) is only for `test`, never
-    for model selection. `image_shape`, `n_classes` and `class_names` come from the data.
+    Batch sizes are per device: with N devices an optimizer step sees N * batch_size images. The test set
+    (the data's own, or a seeded split) is only for `test`, never for model selection.
     """
 
     def __init__(self, root: str = "data", download: bool = True, batch_size: int = 100,
@@ -218,24 +239,8 @@ class ImageDataModule(L.LightningDataModule):
 
     def _split(self) -> dict:
         if self._splits is None:
-            src = self.source
-            train, test = src.train, src.test
-            if test is None:  # the data brings no test set: a seeded one
-                size = self.test_size or default_split_size(len(train.x))
-                keep, held = test_split(train.y, len(train.x), size, self.split_seed, src.title)
-                test = Images(train.x[held], train.y[held] if train.y is not None else None)
-                train = Images(train.x[keep], train.y[keep] if train.y is not None else None)
-            elif self.test_size:
-                raise DataError(f"data.test_size sets the size of a test split, but {src.title} has its own test set")
-            val_size = self.val_size or default_split_size(len(train.x))
-            if self.labels_per_class and train.y is None:
-                raise DataError(f"data.labels_per_class={self.labels_per_class} needs labels; {src.title} has none")
-            lab, unl, val = split_indices(train.y, val_size, self.labels_per_class, self.split_seed,
-                                          n=len(train.x), title=src.title)
-            if len(unl) < self.batch_size:
-                raise DataError(f"{src.title}: {len(unl)} training images after the splits, fewer than one batch "
-                                f"(data.batch_size={self.batch_size})")
-            self._splits = {"train": train, "test": test, "labeled": lab, "unlabeled": unl, "val": val}
+            self._splits = make_splits(self.source, self.val_size, self.test_size, self.labels_per_class,
+                                       self.split_seed, self.batch_size)
         return self._splits
 
     def _device(self) -> torch.device:

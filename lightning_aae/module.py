@@ -21,7 +21,8 @@ from .losses import IMAGE_MAPS, SPARSITY, negative_weight_penalty
 from .metrics import EvalBundle, ReconstructionMetrics, RunningMeans, compute_all
 from .optim import build_optimizers, follow_config, phase_setting
 from .priors import make_prior
-from .schedule import StepBatch, make_stepper
+from .schedule import StepBatch
+from .steppers import make_stepper
 
 
 def plain(cfg: Any) -> Dict[str, Any]:

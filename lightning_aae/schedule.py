@@ -11,8 +11,8 @@ Each phase is a pure loss function of (model, batch) and has its own optimizer, 
 A variant has the phases it declares parameters for (`model.phase_params()`): the plain
 autoencoder and the VAE only `recon`, the adversarial ones `recon, disc, gen`, the semi-supervised
 AAE all four. Every phase takes one optimizer step, so `global_step` counts 1, 3 or 4 per batch.
-Variants change the model's hooks, never this loop; another stepper (compiled, captured) can
-replace `EagerStepper` through `optim.stepper` without touching a variant.
+Variants change the model's hooks, never this loop; the compiled and captured steppers
+(lightning_aae/compiled.py) replace `EagerStepper` through `optim.stepper` without touching a variant.
 """
 from __future__ import annotations
 
@@ -179,11 +179,3 @@ class EagerStepper:
                 stats.update(self.run_phase(name, model, batch, optimizers[name]))
         return stats
 
-
-STEPPERS = {"eager": EagerStepper}
-
-
-def make_stepper(name: str, **kwargs):
-    if name not in STEPPERS:
-        raise ValueError(f"unknown stepper '{name}'; valid: {', '.join(STEPPERS)}")
-    return STEPPERS[name](**kwargs)

@@ -109,7 +109,9 @@ class PhaseOptimConfig:
 @dataclass
 class OptimConfig:
     optimizer: str = "adam"  # adam | sgd (with momentum, the paper's appendix)
-    stepper: str = "eager"  # how a training step runs its phases (lightning_aae/schedule.py)
+    # how a training step runs its phases: eager (lightning_aae/schedule.py), compiled (one torch.compile-d
+    # function of tensors) or cuda_graph (that function captured as CUDA graphs; lightning_aae/compiled.py)
+    stepper: str = "eager"
     lr: float = 1e-3
     momentum: float = 0.9  # optimizer=sgd
     betas: List[float] = field(default_factory=lambda: [0.9, 0.999])

@@ -7,6 +7,8 @@ from experiments import registry as results
 from lightning_aae.config import load_config
 from lightning_aae.training import train
 
+from conftest import write_svhn
+
 CONFIGS = sorted(Path(__file__).resolve().parents[1].glob("configs/*.yaml"))
 
 
@@ -14,10 +16,25 @@ def test_configs_exist():
     assert {p.stem for p in CONFIGS} >= {"aae", "autoencoder"}
 
 
+def _data_of(config: Path, tmp_path: Path) -> list:
+    """Overrides that point a config whose data is not MNIST at small files written here."""
+    if config.stem == "semi_supervised_svhn":
+        write_svhn(tmp_path / "svhn", 200, 50)
+        return [f"data.root={tmp_path / 'svhn'}", "data.download=false", "data.labels_per_class=5",
+                "data.labeled_batch_size=20", "data.batch_size=20"]
+    if config.stem == "semi_supervised_digits":
+        from experiments.digits import main as write_digits
+
+        assert write_digits([str(tmp_path / "digits.npz")]) == 0  # the config's own data, written as its header says
+        return [f"data.path={tmp_path / 'digits.npz'}"]
+    return []
+
+
 @pytest.mark.parametrize("config", CONFIGS, ids=[p.stem for p in CONFIGS])
-def test_config_runs_with_fast_dev_run(config, quick_overrides):
+def test_config_runs_with_fast_dev_run(config, quick_overrides, tmp_path):
     # a small t-SNE sample: the projection runs, in seconds rather than a minute
-    cfg = load_config(config, quick_overrides + ["trainer.fast_dev_run=true", "callbacks.figures.tsne_points=300"])
+    cfg = load_config(config, quick_overrides + ["trainer.fast_dev_run=true", "callbacks.figures.tsne_points=300"]
+                      + _data_of(config, tmp_path))
     metrics = train(cfg, verbose=False)
     assert metrics["test/recon_loss"] > 0
     assert metrics["train/recon_loss_epoch"] > 0

@@ -4,7 +4,8 @@ import torch
 
 from conftest import SMALL
 from lightning_aae.config import load_config
-from lightning_aae.schedule import PHASES, EagerStepper, StepBatch, make_stepper
+from lightning_aae.schedule import PHASES, EagerStepper, StepBatch
+from lightning_aae.steppers import make_stepper
 from lightning_aae.variants import VARIANTS, build_module
 
 CONFIG = {"autoencoder": "autoencoder", "aae": "aae", "supervised": "supervised", "vae": "vae",

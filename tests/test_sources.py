@@ -15,7 +15,7 @@ from lightning_aae.config import load_config
 from lightning_aae.data import ImageDataModule
 from lightning_aae.sources import DataError
 
-from conftest import ROOT, SMALL_NETS, child_env
+from conftest import ROOT, SMALL_NETS, child_env, write_svhn
 
 rng = np.random.default_rng(0)
 
@@ -32,15 +32,9 @@ def _digits_like(n: int, h: int, w: int, c: int = 0, classes: int = 10):
 
 @pytest.fixture(scope="module")
 def svhn_root(tmp_path_factory):
-    from scipy.io import savemat
-
     root = tmp_path_factory.mktemp("svhn_root")
-    (root / "SVHN").mkdir()
-    for name, n in (("train", 160), ("test", 40)):
-        images, labels = _digits_like(n, 32, 32, 3)
-        np.save(root / f"{name}_expected.npy", images)
-        savemat(root / "SVHN" / f"{name}_32x32.mat",
-                {"X": images.transpose(1, 2, 3, 0), "y": np.where(labels == 0, 10, labels).reshape(-1, 1)})
+    written = write_svhn(root, 160, 40)
+    np.save(root / "test_expected.npy", written["test"][0])
     return root
 
 
@@ -245,3 +239,35 @@ def test_a_checkpoint_resumes_only_on_data_of_its_shape(npz_file, rgb_folder, tm
     (last,) = out.glob("*/*/checkpoints/last.ckpt")
     _fails_cleanly(capsys, tmp_path / "second", ["data.dataset=folder", f"data.path={rgb_folder}"],
                    "trained on image_shape \\[1, 8, 8\\].*\\[3, 12, 12\\]", extra=[f"ckpt_path={last}"])
+
+
+def test_generate_and_evaluate_work_in_colour(rgb_folder, tmp_path):
+    from lightning_aae.evaluate import evaluate
+    from lightning_aae.generate import main as generate
+
+    code, out = _run(tmp_path, "semi_supervised.yaml", SOURCES["rgb_folder"](rgb_folder),
+                     ["data.labels_per_class=3", "trainer.fast_dev_run=false", "trainer.max_epochs=1",
+                      "trainer.limit_train_batches=2", "callbacks.figures.enabled=false"])
+    assert code == 0
+    (last,) = out.glob("*/*/checkpoints/last.ckpt")
+    assert generate([str(last), "--n", "6", "--label", "2", "--out", str(tmp_path / "s.png")]) == 0
+    assert np.asarray(Image.open(tmp_path / "s.png")).shape[-1] == 3  # a colour grid
+    assert generate([str(last), "--encode", str(rgb_folder / "class_1"), "--out", str(tmp_path / "c.csv")]) == 0
+    assert len((tmp_path / "c.csv").read_text().splitlines()) == 41  # a header and one row per image
+    metrics = evaluate(str(last), parzen=True, n_samples=50, per_image=str(tmp_path / "e.csv"))
+    assert 0 <= metrics["test/error"] <= 1 and np.isfinite(metrics["test/parzen_ll"])
+
+
+def test_registry_lines_name_the_data_and_keep_it_off_the_mnist_tables():
+    from experiments import registry, tables
+
+    cfg = {"model": {"variant": "semi_supervised", "n_classes": 3, "latent_dim": 10},
+           "data": {"dataset": "folder", "path": "/x/pets", "labels_per_class": 20}}
+    assert registry.experiment_of(cfg) == {"experiment": "semi_supervised", "variant": "semi_supervised",
+                                           "dataset": "pets", "labels": 60, "latent_dim": 10}
+    mnist = {**cfg, "data": {"dataset": "mnist", "labels_per_class": 100}, "model": {**cfg["model"], "n_classes": 10}}
+    assert "dataset" not in registry.experiment_of(mnist)
+    line = {"experiment": "semi_supervised", "dataset": "pets", "metric": "test_error", "value": 12.5, "seed": 0,
+            "epochs": 3, "recipe": "pets-ss", "labels": 60}
+    assert "pets-ss" not in tables.experiment_table([line], "semi_supervised")
+    assert "pets-ss" in tables.dataset_table([line]) and "12.50" in tables.dataset_table([line])

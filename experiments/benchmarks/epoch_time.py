@@ -4,6 +4,8 @@
     python -m experiments.benchmarks.epoch_time --variant aae --batch-size 100 --epochs 3
     python -m experiments.benchmarks.epoch_time --variant aae --devices 1 2 --skip-reference   # DDP scaling
     python -m experiments.benchmarks.epoch_time --variant semi_supervised --batch-size 100 --device cuda --concurrent 8
+    python -m experiments.benchmarks.epoch_time --variant semi_supervised --batch-size 100 --device cuda \
+        --adam captured --override optim.stepper=cuda_graph      # both sides captured as CUDA graphs
 
 Each measurement runs in its own process (so peak memory is its own). The reference is the same
 networks and the same schedule (recon -> disc -> gen [-> classify], one encoder pass shared by the
@@ -54,14 +56,15 @@ def reference(variant: str, batch_size: int, epochs: int, limit: int | None, dat
     from torch import nn
 
     from lightning_aae.config import load_config
-    from lightning_aae.data import load_mnist, split_indices
+    from lightning_aae.data import default_split_size, load_mnist, split_indices
 
     cfg = load_config(ROOT / CONFIG[variant])
     m, o = cfg.model, cfg.optim
     dev = torch.device(device)
     torch.manual_seed(0)
     x_all, y_all = load_mnist(data_root, "train")
-    lab, unl, _ = split_indices(y_all, cfg.data.val_size, cfg.data.labels_per_class, cfg.data.split_seed)
+    val_size = cfg.data.val_size or default_split_size(len(y_all))
+    lab, unl, _ = split_indices(y_all, val_size, cfg.data.labels_per_class, cfg.data.split_seed)
     x, xl, yl = x_all[unl].to(dev), x_all[lab].to(dev), y_all[lab].to(dev)
     semi = variant == "semi_supervised"
     k, zd = (10 if semi else 0), m.latent_dim
@@ -72,15 +75,19 @@ def reference(variant: str, batch_size: int, epochs: int, limit: int | None, dat
     enc, dec = mlp(784, k + zd), mlp(k + zd, 784)
     discs = [mlp(zd, 1)] + ([mlp(k, 1)] if semi else [])
 
-    def adam(params, phase):
+    captured = adam == "captured"
+    if captured and dev.type != "cuda":
+        raise SystemExit("--adam captured records the step as a CUDA graph: it needs --device cuda")
+
+    def adam_(params, phase):
         p = o.get(phase) or {}
         return torch.optim.Adam(params, lr=p.get("lr") or o.lr, betas=tuple(p.get("betas") or o.betas),
-                                fused=True if adam == "fused" else None)
+                                fused=True if adam in ("fused", "captured") else None, capturable=captured)
 
-    opt_r = adam([*enc.parameters(), *dec.parameters()], "recon")
-    opt_d = adam([p for d in discs for p in d.parameters()], "disc")
-    opt_g = adam(enc.parameters(), "gen")
-    opt_c = adam(enc.parameters(), "classify") if semi else None
+    opt_r = adam_([*enc.parameters(), *dec.parameters()], "recon")
+    opt_d = adam_([p for d in discs for p in d.parameters()], "disc")
+    opt_g = adam_(enc.parameters(), "gen")
+    opt_c = adam_(enc.parameters(), "classify") if semi else None
     bce = F.binary_cross_entropy_with_logits
 
     def codes(xb):
@@ -90,6 +97,29 @@ def reference(variant: str, batch_size: int, epochs: int, limit: int | None, dat
         y = torch.softmax(out[:, :k], 1)
         return [out[:, k:], y], torch.cat([y, out[:, k:]], 1)
 
+    def step(xb, j):
+        loss = F.mse_loss(torch.sigmoid(dec(codes(xb)[1])), xb)
+        opt_r.zero_grad(set_to_none=True); loss.backward(); opt_r.step()  # noqa: E702
+        fakes, _ = codes(xb)
+        reals = [torch.randn(len(xb), zd, device=dev) * m.prior_std]
+        if semi:
+            reals.append(F.one_hot(torch.randint(0, k, (len(xb),), device=dev), k).float())
+        d_loss = 0
+        for d, f, r in zip(discs, fakes, reals):
+            rl, fl = d(r), d(f.detach())
+            d_loss = d_loss + bce(rl, torch.ones_like(rl)) + bce(fl, torch.zeros_like(fl))
+        opt_d.zero_grad(set_to_none=True); d_loss.backward(); opt_d.step()  # noqa: E702
+        for d in discs:
+            d.requires_grad_(False)
+        g_loss = sum(bce(d(f), torch.ones(len(xb), 1, device=dev)) for d, f in zip(discs, fakes))
+        opt_g.zero_grad(set_to_none=True); g_loss.backward(); opt_g.step()  # noqa: E702
+        for d in discs:
+            d.requires_grad_(True)
+        if semi:
+            c_loss = F.cross_entropy(enc(xl[j])[:, :k], yl[j])
+            opt_c.zero_grad(set_to_none=True); c_loss.backward(); opt_c.step()  # noqa: E702
+
+    run = step if not captured else _captured(step, batch_size, cfg.data.labeled_batch_size, dev)
     n = len(x) // batch_size
     steps = min(n, limit) if limit else n
     times = []
@@ -99,32 +129,37 @@ def reference(variant: str, batch_size: int, epochs: int, limit: int | None, dat
         t0 = time.perf_counter()
         perm = torch.randperm(len(x), device=dev)
         for i in range(steps):
-            xb = x[perm[i * batch_size:(i + 1) * batch_size]]
-            loss = F.mse_loss(torch.sigmoid(dec(codes(xb)[1])), xb)
-            opt_r.zero_grad(set_to_none=True); loss.backward(); opt_r.step()  # noqa: E702
-            fakes, _ = codes(xb)
-            reals = [torch.randn(len(xb), zd, device=dev) * m.prior_std]
-            if semi:
-                reals.append(F.one_hot(torch.randint(0, k, (len(xb),), device=dev), k).float())
-            d_loss = 0
-            for d, f, r in zip(discs, fakes, reals):
-                rl, fl = d(r), d(f.detach())
-                d_loss = d_loss + bce(rl, torch.ones_like(rl)) + bce(fl, torch.zeros_like(fl))
-            opt_d.zero_grad(set_to_none=True); d_loss.backward(); opt_d.step()  # noqa: E702
-            for d in discs:
-                d.requires_grad_(False)
-            g_loss = sum(bce(d(f), torch.ones(len(xb), 1, device=dev)) for d, f in zip(discs, fakes))
-            opt_g.zero_grad(set_to_none=True); g_loss.backward(); opt_g.step()  # noqa: E702
-            for d in discs:
-                d.requires_grad_(True)
-            if semi:
-                j = torch.randint(0, len(xl), (cfg.data.labeled_batch_size,), device=dev)
-                c_loss = F.cross_entropy(enc(xl[j])[:, :k], yl[j])
-                opt_c.zero_grad(set_to_none=True); c_loss.backward(); opt_c.step()  # noqa: E702
+            run(x[perm[i * batch_size:(i + 1) * batch_size]],
+                torch.randint(0, len(xl), (cfg.data.labeled_batch_size,), device=dev) if semi else None)
         if dev.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
     return {"epoch_s": times, "train_s": times, "steps": steps, **_peak_memory_mb(dev)}
+
+
+def _captured(step, batch_size: int, labeled: int, dev):
+    """`step` recorded once as a CUDA graph over static batch buffers (warm-up on a side stream, as
+    torch's CUDA-graphs notes do for a whole training step), replayed for each batch copied in."""
+    import torch
+
+    sx = torch.zeros(batch_size, 784, device=dev)
+    sj = torch.zeros(labeled, dtype=torch.long, device=dev)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            step(sx, sj)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        step(sx, sj)
+
+    def replay(xb, j):
+        sx.copy_(xb)
+        if j is not None:
+            sj.copy_(j)
+        graph.replay()
+    return replay
 
 
 def project(variant: str, batch_size: int, epochs: int, limit: int | None, data_root: str, device: str,
@@ -269,8 +304,9 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=1,
                    help="alternate reference and project measurements this many times and pool their epochs")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--adam", default="fused", choices=["fused", "default"],
-                   help="Adam implementation on both sides: fused (the project's default) or torch's default")
+    p.add_argument("--adam", default="fused", choices=["fused", "default", "captured"],
+                   help="Adam implementation on both sides: fused (the project's default) or torch's default; "
+                        "captured: the reference's whole step recorded as one CUDA graph (fused, capturable Adam)")
     p.add_argument("--skip-reference", action="store_true")
     p.add_argument("--data-root", default=os.environ.get("AAE_DATA_DIR", "data"))
     p.add_argument("--override", action="append", default=[],
