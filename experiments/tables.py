@@ -50,7 +50,7 @@ def frame(rows: List[Dict[str, Any]]) -> pd.DataFrame:
     """One row per registry line, with the columns the tables group by."""
     df = pd.DataFrame(rows)
     for column in ("experiment", "metric", "value", "epochs", "seed", "row", "stage", "value_last", "selection",
-                   "recipe", "dataset"):
+                   "recipe", "dataset", "val_curve"):
         if column not in df:
             df[column] = None
     df["dataset"] = df["dataset"].fillna("mnist")
@@ -90,9 +90,23 @@ def headline_table(rows: List[Dict[str, Any]], link: str = "docs/experiments/{pa
     return pd.DataFrame(out).to_markdown(index=False)
 
 
+# experiment -> the validation metric that is the test metric's counterpart (the table's validation column)
+VALIDATION = {"semi_supervised": "val/error", "clustering": "val/cluster_error", "dim_reduction": "val/cluster_error"}
+
+
+def _best_validation(curve: Any, metric: Optional[str], scale: float) -> float:
+    """The lowest value of a run's kept validation curve where it is `metric` (the checkpoint chosen on
+    it), in the table's unit; NaN for a run recorded without that curve."""
+    if not isinstance(curve, dict) or metric is None or curve.get("metric") != metric:
+        return math.nan
+    values = [v for v in curve.get("values", []) if v is not None]
+    return min(values) * scale if values else math.nan
+
+
 def experiment_table(rows: List[Dict[str, Any]], experiment: str) -> str:
     """Every recipe of an experiment: one row per (size, recipe, epochs, stage), mean ± std over seeds of
-    the chosen checkpoint (value) and of the last epoch (value_last)."""
+    the chosen checkpoint's validation value (where every run kept its curve), of its test value (value)
+    and of the last epoch's test value (value_last)."""
     df = _main(frame(rows))
     df = df[(df["experiment"] == experiment) & (df["dataset"] == "mnist")]
     if df.empty:
@@ -100,12 +114,18 @@ def experiment_table(rows: List[Dict[str, Any]], experiment: str) -> str:
     size = next((k for k in ("labels", "clusters") if k in df and df[k].notna().any()), "latent_dim")
     out = []
     keys = [size, "group", "stage", "epochs_shown"]
+    scale = METRICS[experiment][2]
     for (n, group, stage, epochs), runs in df.groupby(keys, sort=True, dropna=False):
         seeds = ", ".join(str(s) for s in sorted(runs["seed"]))
+        best = pd.Series([_best_validation(c, VALIDATION.get(experiment), scale) for c in runs["val_curve"]],
+                         dtype=float)
         out.append({size: n, "recipe": group, "stage": stage, "epochs": epochs if epochs != "selected" else
-                    f"selected ({_epochs(runs)})", "test (chosen on validation)": spread(runs["value"]),
+                    f"selected ({_epochs(runs)})", "validation (chosen)": spread(best) if best.notna().all() else "",
+                    "test (chosen on validation)": spread(runs["value"]),
                     "test (last epoch)": spread(runs["value_last"]), "seeds": seeds})
     table = pd.DataFrame(out)
+    if (table["validation (chosen)"] == "").all():  # no run of this experiment kept that curve
+        table = table.drop(columns="validation (chosen)")
     order = {"confirmation": 0, "exploratory": 1}
     table = table.sort_values([size, "stage", "recipe"], key=lambda c: c.map(order) if c.name == "stage" else c)
     return table.to_markdown(index=False)

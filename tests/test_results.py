@@ -289,3 +289,17 @@ def test_cpu_model_names_family_and_model_of_the_first_processor(tmp_path):
     info.write_text("processor\t: 0\nmodel name\t: Some ARM core\n")
     assert provenance.cpu_model(str(info)) == "Some ARM core"
     assert provenance.cpu_model(str(tmp_path / "absent")) == (platform.processor() or platform.machine())
+
+
+def test_experiment_tables_show_the_chosen_checkpoints_validation_value():
+    from experiments import tables
+
+    def line(seed, best):
+        return {"experiment": "semi_supervised", "metric": "test_error", "value": 3.0 + seed, "seed": seed,
+                "epochs": 20, "recipe": "arm", "labels": 100,
+                "val_curve": {"metric": "val/error", "first_epoch": 0, "values": [0.09, best, best + 0.01]}}
+
+    table = tables.experiment_table([line(0, 0.04), line(1, 0.05)], "semi_supervised")
+    assert "4.50 ± 0.71" in table  # the best epochs' 4 % and 5 %
+    without = {**line(2, 0.04), "val_curve": None}
+    assert "validation (chosen)" not in tables.experiment_table([without], "semi_supervised")

@@ -271,3 +271,4 @@ def test_registry_lines_name_the_data_and_keep_it_off_the_mnist_tables():
             "epochs": 3, "recipe": "pets-ss", "labels": 60}
     assert "pets-ss" not in tables.experiment_table([line], "semi_supervised")
     assert "pets-ss" in tables.dataset_table([line]) and "12.50" in tables.dataset_table([line])
+

@@ -74,13 +74,17 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--small", action="store_true", help="small networks (a rehearsal)")
     p.add_argument("--atol", type=float, default=1e-4)
+    p.add_argument("--steppers", nargs="+", default=None, choices=["eager", "compiled", "cuda_graph"],
+                   help="eager first (the reference); default: eager, compiled and, on CUDA, cuda_graph")
     p.add_argument("--data-root", default=__import__("os").environ.get("AAE_DATA_DIR", "data"))
     p.add_argument("--json", help="also write the results to this file")
     args = p.parse_args(argv)
     sys.path.insert(0, str(ROOT))
     import torch
 
-    steppers = ["eager", "compiled"] + (["cuda_graph"] if args.device == "cuda" else [])
+    steppers = args.steppers or ["eager", "compiled"] + (["cuda_graph"] if args.device == "cuda" else [])
+    if steppers[0] != "eager":
+        p.error("--steppers: eager comes first (the others are compared with it)")
     rows = []
     print(f"{'variant':<16}{'stepper':<12}{'max |w - eager|':>16}{'allclose':>9}{'first_s':>9}{'ms/step':>9}  fallback")
     for variant in CONFIGS:
