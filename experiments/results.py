@@ -45,6 +45,12 @@ def replace_block(text: str, markers: tuple, body: str) -> str:
     return text[: text.index(begin)] + f"{begin}\n{body}\n{end}" + text[text.index(end) + len(end):]
 
 
+def page_table(rows: List[Dict[str, Any]], experiment: str) -> str:
+    """The generated table of an experiment page (PAGES): the family's, the other data sets', or the experiment's."""
+    special = {tables.FAMILY: tables.family_table, tables.DATASETS: tables.dataset_table}
+    return special[experiment](rows) if experiment in special else tables.experiment_table(rows, experiment)
+
+
 def results_page(rows: List[Dict[str, Any]]) -> str:
     """docs/results.md, whole."""
     n_conf = sum(r.get("stage") == "confirmation" and r["metric"] == METRICS[r["experiment"]][0] for r in rows)
@@ -81,9 +87,7 @@ def write_docs(rows: List[Dict[str, Any]], root: Path) -> List[Path]:
         path = root / "docs" / "experiments" / f"{page}.md"
         if experiment is None or not path.is_file():
             continue
-        body = {tables.FAMILY: tables.family_table, tables.DATASETS: tables.dataset_table}.get(
-            experiment, lambda r: tables.experiment_table(r, experiment))(rows)
-        write_text_atomic(path, replace_block(path.read_text(), TABLE, body))
+        write_text_atomic(path, replace_block(path.read_text(), TABLE, page_table(rows, experiment)))
         written.append(path)
     return written
 

@@ -206,8 +206,7 @@ def test_the_committed_docs_are_the_ones_the_committed_registry_generates(tmp_pa
     for page, (experiment, _) in results.PAGES.items():
         text = (ROOT / "docs" / "experiments" / f"{page}.md").read_text()
         if experiment is not None:
-            body = tables.family_table(rows) if experiment == tables.FAMILY else tables.experiment_table(rows, experiment)
-            assert f"{results.TABLE[0]}\n{body}\n{results.TABLE[1]}" in text, page
+            assert f"{results.TABLE[0]}\n{results.page_table(rows, experiment)}\n{results.TABLE[1]}" in text, page
 
 
 def _clu_line(seed, run, value, epochs, curve=None):
