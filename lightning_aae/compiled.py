@@ -20,33 +20,30 @@ the run trains with `EagerStepper` and says why in one line, never silently diff
 """
 from __future__ import annotations
 
+import dataclasses
 import sys
 from typing import Dict, List, Optional
 
 import torch
 from torch import nn
 
-from .losses import discriminator_accuracy, discriminator_loss, generator_loss
-from .schedule import EagerStepper, Stats, StepBatch, reconstruction_phase
+from .schedule import PHASES, EagerStepper, Stats, StepBatch
 
 Tensors = Dict[str, torch.Tensor]
 
 
 class _Hooks(nn.Module):
-    """The variant's hooks as one module, so `functional_call` can run each with the parameters it is given."""
+    """The schedule's phase losses (schedule.PHASES) and the variant's adversary pairs as one module, so
+    `functional_call` can run each with the parameters it is given."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, kind: str, *args):
-        if kind == "recon":
-            return reconstruction_phase(self.model, args[0])
+    def forward(self, kind: str, batch: StepBatch):
         if kind == "pairs":
-            return self.model.adversary_pairs(args[0])
-        if kind == "disc":
-            return self.model.discriminators[args[0]](args[1])
-        return self.model.classification_loss(*args)  # "classify"
+            return self.model.adversary_pairs(batch)
+        return PHASES[kind].loss(self.model, batch)
 
 
 def clip_(grads: List[torch.Tensor], max_norm: float) -> List[torch.Tensor]:
@@ -121,46 +118,35 @@ class StepFunction:
         return torch.func.grad(f, has_aux=True)({n: tensors[n] for n in self.names[phase]})
 
     def __call__(self, params: Tensors, buffers: Tensors, states, lrs: Tensors, x, target, y, lx=None, ly=None):
+        """One step; its statistics come back by phase ({phase: {name: tensor}})."""
         states = {phase: dict(s) for phase, s in states.items()}
         batch = StepBatch(x=x, target=target, y=y, labeled=(lx, ly) if lx is not None else None)
         t, stats = {**params, **buffers}, {}
         if "recon" in self.names:
-            grads, st = self._grad("recon", t, lambda p: self._call(p, "recon", batch))
-            t, stats = self._update("recon", t, grads, states, lrs), {**stats, **st}
+            grads, stats["recon"] = self._grad("recon", t, lambda p: self._call(p, "recon", batch))
+            t = self._update("recon", t, grads, states, lrs)
         if "disc" in self.names:
-            t, st = self._adversaries(t, batch, states, lrs)
-            stats.update(st)
+            t, stats["disc"], stats["gen"] = self._adversaries(t, batch, states, lrs)
         if "classify" in self.names and batch.labeled is not None:
-            grads, st = self._grad("classify", t, lambda p: (lambda v: (v, {"class_loss": v}))(
-                self._call(p, "classify", *batch.labeled)))
-            t, stats = self._update("classify", t, grads, states, lrs), {**stats, **st}
+            grads, stats["classify"] = self._grad("classify", t, lambda p: self._call(p, "classify", batch))
+            t = self._update("classify", t, grads, states, lrs)
         return {n: t[n] for n in params}, states, stats
 
     def _adversaries(self, t: Tensors, batch: StepBatch, states, lrs):
-        """The discriminator and generator phases over codes drawn once (as eager does)."""
+        """The discriminator and generator phases over codes drawn once, as eager does: the discriminator
+        phase detaches them, the generator phase's gradient goes back through them to the encoder."""
         enc = {n: t[n] for n in self.names["gen"]}
         pairs, back = torch.func.vjp(lambda e: self._call({**t, **e}, "pairs", batch), enc)
-
-        def disc_loss(p):
-            loss, st = 0.0, {}
-            for name, (fake, real) in pairs.items():
-                r, f = self._call(p, "disc", name, real), self._call(p, "disc", name, fake.detach())
-                loss = loss + discriminator_loss(r, f)
-                st[f"disc_acc_{name}"] = discriminator_accuracy(r.detach(), f.detach())
-            return loss, {**st, "disc_loss": loss}
-
-        grads, stats = self._grad("disc", t, disc_loss)
+        grads, disc_stats = self._grad("disc", t, lambda p: self._call(p, "disc", dataclasses.replace(batch, _pairs=pairs)))
         t = self._update("disc", t, grads, states, lrs)
 
         def gen_loss(fakes):
-            loss = 0.0
-            for name in pairs:
-                loss = loss + generator_loss(self._call(t, "disc", name, fakes[name]))
-            return loss, {"gen_loss": loss}
+            drawn = {name: (fakes[name], real) for name, (_, real) in pairs.items()}
+            return self._call(t, "gen", dataclasses.replace(batch, _pairs=drawn))
 
-        by_fake, st = torch.func.grad(gen_loss, has_aux=True)({name: fake for name, (fake, _) in pairs.items()})
+        by_fake, gen_stats = torch.func.grad(gen_loss, has_aux=True)({name: fake for name, (fake, _) in pairs.items()})
         (grads,) = back({name: (by_fake[name], torch.zeros_like(real)) for name, (_, real) in pairs.items()})
-        return self._update("gen", t, grads, states, lrs), {**stats, **st}
+        return self._update("gen", t, grads, states, lrs), disc_stats, gen_stats
 
 
 def _say(message: str) -> None:
@@ -185,7 +171,7 @@ class CompiledStepper:
         self.fn = None
         self.fallback: Optional[str] = None  # why eager runs instead, once decided
         self._lr: Dict[str, tuple] = {}
-        self._names: Dict[int, str] = {}
+        self.names: Dict[str, List[str]] = {}  # set by _build
         self._ran = False
 
     def why_not(self, model) -> Optional[str]:
@@ -227,6 +213,7 @@ class CompiledStepper:
         ids = {id(p): n for n, p in model.named_parameters()}
         opts = {phase: getattr(o, "optimizer", o) for phase, o in optimizers.items() if phase in self.params}
         names = {phase: [ids[id(p)] for p in opts[phase].param_groups[0]["params"]] for phase in opts}
+        self.names = names  # phase -> its optimizer's parameter names, in the optimizer's order
         groups = {phase: {k: v for k, v in o.param_groups[0].items() if k != "params" and not torch.is_tensor(v)}
                   for phase, o in opts.items()}
         for phase, o in opts.items():
@@ -252,38 +239,30 @@ class CompiledStepper:
         states = {}
         for phase, o in opts.items():
             states[phase] = {}
-            for p in o.param_groups[0]["params"]:
+            for n, p in zip(self.names[phase], o.param_groups[0]["params"]):
                 if not o.state[p]:
                     o.state[p].update(fresh_state(o, p))
-                states[phase][self._name(named, p)] = {k: v for k, v in o.state[p].items() if torch.is_tensor(v)}
+                states[phase][n] = {k: v for k, v in o.state[p].items() if torch.is_tensor(v)}
         params = {n: p.detach() for n, p in named.items()}
-        buffers = dict(model.named_buffers())
         lx, ly = batch.labeled if batch.labeled is not None else (None, None)
-        new_params, new_states, stats = self.fn(params, buffers, states, self._lrs(opts, batch.x.device),
-                                                batch.x, batch.target, batch.y, lx, ly)
+        new_params, new_states, by_phase = self.fn(params, dict(model.named_buffers()), states,
+                                                   self._lrs(opts, batch.x.device), batch.x, batch.target, batch.y,
+                                                   lx, ly)
         self._ran = True
         with torch.no_grad():
             for n, p in named.items():
                 p.copy_(new_params[n])
             for phase, o in opts.items():
-                for p in o.param_groups[0]["params"]:
-                    for k, v in new_states[phase][self._name(named, p)].items():
+                for n, p in zip(self.names[phase], o.param_groups[0]["params"]):
+                    for k, v in new_states[phase][n].items():
                         o.state[p][k].copy_(v)
-        for phase, o in optimizers.items():  # Lightning counts the optimizer steps (global_step)
-            if phase in opts and (phase != "classify" or batch.labeled is not None):
-                getattr(o, "_on_before_step", lambda: None)()
-                getattr(o, "_on_after_step", lambda: None)()
-        self.stat_phase.update({k: _phase_of(k) for k in stats})
+        stats = {}
+        for phase, values in by_phase.items():  # the phases that stepped; Lightning counts them (global_step)
+            getattr(optimizers[phase], "_on_before_step", lambda: None)()
+            getattr(optimizers[phase], "_on_after_step", lambda: None)()
+            self.stat_phase.update({k: phase for k in values})
+            stats.update(values)
         return stats
-
-    def _name(self, named, p) -> str:
-        if id(p) not in self._names:
-            self._names.update({id(q): n for n, q in named.items()})
-        return self._names[id(p)]
-
-
-def _phase_of(stat: str) -> str:
-    return {"recon_loss": "recon", "class_loss": "classify", "gen_loss": "gen"}.get(stat, "disc")
 
 
 class CudaGraphStepper(CompiledStepper):
