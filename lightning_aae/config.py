@@ -17,7 +17,7 @@ from callbacks.figures import FIGURES, PROJECTIONS
 from callbacks.preemption import signal_numbers
 
 from .components import ACTIVATIONS, ARCHS, RNN_CELLS
-from .data import DATASETS
+from .sources import READERS
 from .losses import NONNEGATIVE, RECONSTRUCTION_LOSSES, SPARSITY, SPARSITY_REDUCTIONS
 from .optim import OPTIMIZERS, SCHEDULERS
 from .priors import PRIORS
@@ -35,7 +35,7 @@ def _registries() -> dict:
             "model.recon_loss": RECONSTRUCTION_LOSSES, "model.activation": ACTIVATIONS,
             "model.code_activation": ACTIVATIONS, "model.rnn_cell": RNN_CELLS, "model.sparsity": SPARSITY,
             "model.sparsity_reduce": SPARSITY_REDUCTIONS, "model.nonnegative": NONNEGATIVE,
-            "data.dataset": DATASETS, "optim.optimizer": OPTIMIZERS, "optim.scheduler": SCHEDULERS,
+            "data.dataset": READERS, "optim.optimizer": OPTIMIZERS, "optim.scheduler": SCHEDULERS,
             "optim.stepper": STEPPERS, "callbacks.figures.kinds": FIGURES,
             "callbacks.figures.projection": PROJECTIONS}
 

@@ -2,6 +2,7 @@
 DataModule that owns the labeled / unlabeled / validation (and, where the data has none, test) splits."""
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from pathlib import Path
 from typing import Optional, Tuple
@@ -12,13 +13,12 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from lightning.pytorch.utilities import CombinedLoader
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from .sources import (IDX_DATASETS, MNIST_SHAPE, READERS, DataError, Images, Source, download_idx,  # noqa: F401
+from .sources import (IDX_DATASETS, MNIST_SHAPE, DataError, Images, Source, download_idx,  # noqa: F401
                       have_idx_files, idx_raw_dir, load_mnist, read_idx, read_source)
 
 
 # re-exported: the readers live in sources.py
 __all__ = ["DataError", "ImageDataModule", "MNISTDataModule", "TensorPairs", "load_mnist", "read_idx", "split_indices"]
-DATASETS = READERS  # data.dataset -> its reader
 
 
 class TensorPairs(Dataset):
@@ -215,7 +215,7 @@ class ImageDataModule(L.LightningDataModule):
     # ---- what the data is ---------------------------------------------------------------------
     @property
     def source(self) -> Source:
-        """The images as read (once) from disk."""
+        """The images as read (once) from disk; after setup only what they are (the splits hold the images)."""
         if self._source is None:
             self._source = read_source(self)
         return self._source
@@ -267,8 +267,7 @@ class ImageDataModule(L.LightningDataModule):
         test = splits["test"]
         self.test = TensorPairs(test.x, test.y if test.y is not None else
                                 torch.full((len(test.x),), -1, dtype=torch.long)).to(device)
-        self._splits = None
-        self._source = Source(Images(x[:0], None), None, self.source.shape, self.source.classes, self.source.title)
+        self._splits, self._source = None, dataclasses.replace(self.source, train=None, test=None)
 
     def _loader(self, data: TensorPairs, batch_size: int, shuffle: bool, drop_last: bool = False) -> DataLoader:
         return DataLoader(data, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,

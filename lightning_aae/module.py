@@ -52,6 +52,11 @@ class CodeInterface:
     categories: Optional[str] = None  # "digits" or "clusters" where classify(x) gives q(y|x)
 
     # ---- sizes ------------------------------------------------------------------------------
+    @property
+    def n_categories(self) -> int:
+        """The labels decode/sample/classify take: the data's classes (the clustering variants: clusters)."""
+        return self.n_classes
+
     def encoder_out_dim(self) -> int:
         return self.latent_dim
 

@@ -41,9 +41,10 @@ class Images:
 @dataclass
 class Source:
     """What a reader gives: the training images, the test images where the data has its own, the
-    image shape [C, H, W], the class names (empty: unlabeled), and what to call the data in messages."""
+    image shape [C, H, W], the class names (empty: unlabeled), and what to call the data in messages.
+    The DataModule sets train (and test) to None once its splits hold the images."""
 
-    train: Images
+    train: Optional[Images]
     test: Optional[Images]
     shape: Tuple[int, int, int]
     classes: Tuple[str, ...]

@@ -77,11 +77,16 @@ def _find_last(cfg: DictConfig) -> Optional[Path]:
 
 def resolve_checkpoint(cfg: DictConfig) -> Optional[Path]:
     """The checkpoint to resume from, checked to exist, to be safe to load and to hold this config's variant."""
+    return _resolve(cfg)[0]
+
+
+def _resolve(cfg: DictConfig) -> Tuple[Optional[Path], Dict[str, Any]]:
+    """resolve_checkpoint's path and the loaded checkpoint ({} when there is none), read once."""
     if not cfg.ckpt_path:
-        return None
+        return None, {}
     path = _find_last(cfg) if cfg.ckpt_path in ("last", "auto") else Path(cfg.ckpt_path)
     if path is None:
-        return None  # auto, and nothing to resume
+        return None, {}  # auto, and nothing to resume
     if not path.is_file():
         raise ConfigError(f"ckpt_path not found: {path}")
     checkpoint = load_checkpoint(path)  # CheckpointError (one line) when unreadable or unsafe
@@ -90,7 +95,7 @@ def resolve_checkpoint(cfg: DictConfig) -> Optional[Path]:
         raise ConfigError(f"ckpt_path {path} is a '{variant}' checkpoint, but model.variant is '{cfg.model.variant}'")
     if cfg.ckpt_path != "auto":  # auto: a requeued job whose time is spent just finishes, as before
         _check_time_left(cfg.trainer.max_time, checkpoint, path)
-    return path
+    return path, checkpoint
 
 
 def _max_time_seconds(max_time: Any) -> Optional[float]:
@@ -279,14 +284,16 @@ def _scalars(metrics: Dict[str, Any]) -> Dict[str, float]:
     return out
 
 
-def _checked_datamodule(cfg: DictConfig, ckpt: Optional[Path] = None) -> ImageDataModule:
+def _checked_datamodule(cfg: DictConfig, ckpt: Optional[Path] = None, checkpoint: Optional[dict] = None) -> ImageDataModule:
     """The DataModule, after failing on missing data or impossible splits before anything is written;
     the model's image shape and class count are set from the data (fit_model_to_data)."""
     datamodule = ImageDataModule.from_config(cfg.data, seed=cfg.seed)
     if int(os.environ.get("LOCAL_RANK", 0)) == 0:  # one download per node, never two writing one folder
         datamodule.prepare_data()
     datamodule.check_splits()
-    fit_model_to_data(cfg, datamodule.image_shape, datamodule.n_classes, datamodule.source.title, ckpt)
+    held = (checkpoint or {}).get("hyper_parameters", {}).get("model") or None  # None: nothing to resume
+    fit_model_to_data(cfg, datamodule.image_shape, datamodule.n_classes, datamodule.source.title, ckpt,
+                      held)
     return datamodule
 
 
@@ -295,22 +302,24 @@ _NEEDS_LABELS = {"supervised": "trains on every label", "semi_supervised": "trai
 _LABELED_MONITORS = ("val/error", "val/accuracy", "val/cluster_error", "val/hungarian_accuracy")
 
 
-def fit_model_to_data(cfg: DictConfig, shape, n_classes: int, title: str, ckpt: Optional[Path] = None) -> None:
+def fit_model_to_data(cfg: DictConfig, shape, n_classes: int, title: str, ckpt: Optional[Path] = None,
+                      held: Optional[Dict[str, Any]] = None) -> None:
     """model.image_shape and model.n_classes from the data, after checking that a value given by hand
-    (a saved config.yaml) or held by the checkpoint to resume agrees, and that the variant can train on it."""
+    (a saved config.yaml) or held by the checkpoint to resume (`held`: its model hyperparameters) agrees,
+    and that the variant can train on it."""
     shape = [int(v) for v in shape]
     m = cfg.model
-    held = _checkpoint_model(ckpt)
     for key, value in (("image_shape", shape), ("n_classes", n_classes)):
-        given = m[key] if m[key] is None or key == "n_classes" else list(m[key])
+        given = list(m[key]) if key == "image_shape" and m[key] is not None else m[key]
         if given is not None and given != value:
             raise ConfigError(f"model.{key}={given}, but {title} gives {value}; leave model.{key} unset "
                               "(it is read from the data)")
-        stored = held.get(key) if key in held else None
-        stored = list(stored) if isinstance(stored, (list, tuple)) else stored
-        if held and (stored if stored is not None else _MNIST_DEFAULTS[key]) != value:
-            raise ConfigError(f"ckpt_path {ckpt} was trained on {key} {stored or _MNIST_DEFAULTS[key]}, but {title} "
-                              f"gives {value}: resume on the data it was trained on")
+        if held is not None:
+            stored = held.get(key)
+            stored = _MNIST_DEFAULTS[key] if stored is None else list(stored) if key == "image_shape" else stored
+            if stored != value:
+                raise ConfigError(f"ckpt_path {ckpt} was trained on {key} {stored}, but {title} gives {value}: "
+                                  "resume on the data it was trained on")
     if not n_classes and (m.variant in _NEEDS_LABELS or m.label_regularized):
         why = _NEEDS_LABELS.get(m.variant, "(label_regularized) shows the discriminator each label")
         raise ConfigError(f"model.variant={m.variant} {why}, but {title} has no labels; train aae, autoencoder, vae, "
@@ -331,12 +340,6 @@ def fit_model_to_data(cfg: DictConfig, shape, n_classes: int, title: str, ckpt: 
 _MNIST_DEFAULTS = {"image_shape": [1, 28, 28], "n_classes": 10}
 
 
-def _checkpoint_model(ckpt: Optional[Path]) -> Dict[str, Any]:
-    if ckpt is None:
-        return {}
-    return dict(load_checkpoint(ckpt).get("hyper_parameters", {}).get("model") or {})
-
-
 def train(cfg: DictConfig, verbose: bool = True, extra_callbacks: Optional[list] = None) -> Dict[str, float]:
     """Fit, test on the test images (the data's own or a seeded split), and return the final metrics as floats."""
     from .provenance import provenance
@@ -345,9 +348,9 @@ def train(cfg: DictConfig, verbose: bool = True, extra_callbacks: Optional[list]
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     check_writable(cfg.output_dir, "output_dir")  # before any work, not at the first checkpoint
-    ckpt = resolve_checkpoint(cfg)
+    ckpt, checkpoint = _resolve(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    datamodule = _checked_datamodule(cfg, ckpt)
+    datamodule = _checked_datamodule(cfg, ckpt, checkpoint)
     run_dir = _run_dir_for(cfg, ckpt)
     os.environ[RUN_DIR_ENV] = str(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)

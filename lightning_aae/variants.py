@@ -69,10 +69,6 @@ class SupervisedAAE(AutoencoderModule):
 
     label_aware = True
 
-    @property
-    def n_categories(self) -> int:
-        return self.n_classes
-
     def decoder_in_dim(self):
         return self.latent_dim + self.n_classes
 
@@ -94,10 +90,6 @@ class CategoricalAAE(AutoencoderModule):
 
     label_aware = True
     plain_code = False  # the encoder's output is [category logits, style]
-
-    @property
-    def n_categories(self) -> int:
-        raise NotImplementedError
 
     def encoder_out_dim(self):
         return self.n_categories + self.latent_dim
@@ -182,10 +174,6 @@ class SemiSupervisedAAE(CategoricalAAE):
     on every image and by cross-entropy on the labeled batch (the `classify` phase)."""
 
     categories = "digits"
-
-    @property
-    def n_categories(self) -> int:
-        return self.n_classes
 
     def classification_loss(self, x, y):
         return F.cross_entropy(self.heads(x)[0], y)
