@@ -36,6 +36,8 @@ PAGES = {  # docs/experiments/<page>.md: the experiment whose table it shows, an
 }
 HEADLINE = ("<!-- headline:begin (python -m experiments.results docs) -->", "<!-- headline:end -->")
 TABLE = ("<!-- table:begin (python -m experiments.results docs) -->", "<!-- table:end -->")
+ARMS = ("<!-- arms:begin (python -m experiments.results docs) -->", "<!-- arms:end -->")
+ARMS_OF = {"semi_supervised": ("semi_supervised", "semi_supervised_100-")}  # page -> (experiment, arms' recipe prefix)
 
 
 def replace_block(text: str, markers: tuple, body: str) -> str:
@@ -87,7 +89,10 @@ def write_docs(rows: List[Dict[str, Any]], root: Path) -> List[Path]:
         path = root / "docs" / "experiments" / f"{page}.md"
         if experiment is None or not path.is_file():
             continue
-        write_text_atomic(path, replace_block(path.read_text(), TABLE, page_table(rows, experiment)))
+        text = replace_block(path.read_text(), TABLE, page_table(rows, experiment))
+        if page in ARMS_OF:
+            text = replace_block(text, ARMS, tables.arms_table(rows, *ARMS_OF[page]))
+        write_text_atomic(path, text)
         written.append(path)
     return written
 

@@ -6,11 +6,12 @@ recipe, each row marked confirmation or exploratory.
 from __future__ import annotations
 
 import math
+import shlex
 from typing import Any, Dict, List, Optional
 
 import pandas as pd
 
-from .registry import EXTRA_METRICS, METRICS, PERCENT
+from .registry import EXTRA_METRICS, METRICS, PERCENT, RUNTIME_KEYS
 
 # the headline rows: config name -> (what it measures, the paper's number, the experiment page, the
 # exploratory recipe in the registry that the row's config trains, shown until the row is confirmed)
@@ -128,6 +129,45 @@ def experiment_table(rows: List[Dict[str, Any]], experiment: str) -> str:
         table = table.drop(columns="validation (chosen)")
     order = {"confirmation": 0, "exploratory": 1}
     table = table.sort_values([size, "stage", "recipe"], key=lambda c: c.map(order) if c.name == "stage" else c)
+    return table.to_markdown(index=False)
+
+
+def changes_of(command: str) -> str:
+    """What a run's command changes from its config: the words after `--config X.yaml` that are not
+    runtime keys (docs/protocol.md), as one code span; "the config" where there are none."""
+    words = shlex.split(command)
+    words = words[words.index("--config") + 2:] if "--config" in words else []
+    changed = [w for w in words if not w.startswith(RUNTIME_KEYS)]
+    return "`" + " ".join(changed) + "`" if changed else "the config"
+
+
+def _window_mean(curve: Any, metric: Optional[str], last: int, scale: float) -> float:
+    """Mean of a run's last `last` validation values (the end of the run, not its best epoch)."""
+    if not isinstance(curve, dict) or curve.get("metric") != metric:
+        return math.nan
+    values = [v for v in curve.get("values", []) if v is not None][-last:]
+    return sum(values) / len(values) * scale if values else math.nan
+
+
+def arms_table(rows: List[Dict[str, Any]], experiment: str, prefix: str, last: int = 5) -> str:
+    """Exploratory arms (recipes named `prefix...`), one row per (arm, epochs), ranked on validation:
+    what the command changes, the chosen epoch's validation value and the mean of the last `last`
+    epochs' (mean ± std over seeds), then the test values, read only to report."""
+    df = _main(frame(rows))
+    df = df[(df["experiment"] == experiment) & (df["stage"] == "exploratory")
+            & df["recipe"].astype(str).str.startswith(prefix)]
+    if df.empty:
+        return "(no recorded arms)"
+    metric, scale, out = VALIDATION.get(experiment), METRICS[experiment][2], []
+    for (recipe, epochs), runs in df.groupby(["recipe", "epochs"], sort=True):
+        best = pd.Series([_best_validation(c, metric, scale) for c in runs["val_curve"]], dtype=float)
+        end = pd.Series([_window_mean(c, metric, last, scale) for c in runs["val_curve"]], dtype=float)
+        out.append({"arm": recipe[len(prefix):], "changes": changes_of(runs["command"].iloc[0]),
+                    "epochs": epochs, "validation (chosen)": spread(best),
+                    f"validation (last {last} epochs)": spread(end), "test (chosen)": spread(runs["value"]),
+                    "test (last epoch)": spread(runs["value_last"]),
+                    "seeds": ", ".join(str(s) for s in sorted(runs["seed"])), "_rank": best.mean()})
+    table = pd.DataFrame(out).sort_values(["epochs", "_rank"]).drop(columns="_rank")
     return table.to_markdown(index=False)
 
 

@@ -302,3 +302,22 @@ def test_experiment_tables_show_the_chosen_checkpoints_validation_value():
     assert "4.50 ± 0.71" in table  # the best epochs' 4 % and 5 %
     without = {**line(2, 0.04), "val_curve": None}
     assert "validation (chosen)" not in tables.experiment_table([without], "semi_supervised")
+
+
+def test_the_arms_table_ranks_arms_on_validation_and_names_what_each_command_changes():
+    def line(recipe, seed, best, extra=""):
+        return {"experiment": "semi_supervised", "metric": "test_error", "value": 9.0 - seed, "value_last": 9.5,
+                "seed": seed, "epochs": 20, "recipe": f"ss100-{recipe}", "labels": 100, "stage": "exploratory",
+                "command": f"python train.py --config configs/semi_supervised_100.yaml {extra} seed={seed} "
+                           f"num_threads=1 ckpt_path=x/last.ckpt logger.name=n",
+                "val_curve": {"metric": "val/error", "first_epoch": 0, "values": [0.09, best, best + 0.02]}}
+
+    rows = [line("base", 0, 0.05), line("base", 1, 0.07), line("rot", 0, 0.04, "model.labeled_rotate=10"),
+            {**line("rot", 1, 0.01), "stage": "confirmation"}, {**line("other", 0, 0.01), "recipe": "other"}]
+    table = tables.arms_table(rows, "semi_supervised", "ss100-", last=2).splitlines()
+    assert [c.strip() for c in table[2].split("|")[1:4]] == ["rot", "`model.labeled_rotate=10`", "20"]
+    base = [c.strip() for c in table[3].split("|")[1:-1]]
+    # chosen: 5 and 7 %; the last two epochs: (5 + 7) / 2 and (7 + 9) / 2; the test numbers only reported
+    assert base[:5] == ["base", "the config", "20", "6.00 ± 1.41", "7.00 ± 1.41"] and base[5] == "8.50 ± 0.71"
+    assert len(table) == 4  # the confirmation and the recipe without the prefix are not arms
+    assert tables.arms_table(rows, "semi_supervised", "none-") == "(no recorded arms)"
