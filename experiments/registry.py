@@ -79,9 +79,15 @@ def row_of(command: str) -> Optional[str]:
     if len(words) < 4 or words[:4] != ["python", "train.py", "--config", words[3]] or \
             not re.fullmatch(r"configs/\w+\.yaml", words[3]):
         return None
-    if any(not w.startswith(RUNTIME_KEYS) for w in words[4:]):
+    if recipe_overrides(words):
         return None
     return Path(words[3]).stem
+
+
+def recipe_overrides(words: List[str]) -> List[str]:
+    """The words of a train.py command after `--config X.yaml` that change what is trained (not runtime keys)."""
+    rest = words[words.index("--config") + 2:] if "--config" in words else []
+    return [w for w in rest if not w.startswith(RUNTIME_KEYS)]
 
 
 def preregistration(row: str, root: Path = ROOT) -> Optional[Dict[str, Any]]:

@@ -37,7 +37,7 @@ PAGES = {  # docs/experiments/<page>.md: the experiment whose table it shows, an
 HEADLINE = ("<!-- headline:begin (python -m experiments.results docs) -->", "<!-- headline:end -->")
 TABLE = ("<!-- table:begin (python -m experiments.results docs) -->", "<!-- table:end -->")
 ARMS = ("<!-- arms:begin (python -m experiments.results docs) -->", "<!-- arms:end -->")
-ARMS_OF = {"semi_supervised": ("semi_supervised", "semi_supervised_100-")}  # page -> (experiment, arms' recipe prefix)
+ARMS_OF = {"semi_supervised": "semi_supervised_100-"}  # page -> the recipe prefix of its exploratory arms
 
 
 def replace_block(text: str, markers: tuple, body: str) -> str:
@@ -91,7 +91,7 @@ def write_docs(rows: List[Dict[str, Any]], root: Path) -> List[Path]:
             continue
         text = replace_block(path.read_text(), TABLE, page_table(rows, experiment))
         if page in ARMS_OF:
-            text = replace_block(text, ARMS, tables.arms_table(rows, *ARMS_OF[page]))
+            text = replace_block(text, ARMS, tables.arms_table(rows, experiment, ARMS_OF[page]))
         write_text_atomic(path, text)
         written.append(path)
     return written

@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Optional
 
 import pandas as pd
 
-from .registry import EXTRA_METRICS, METRICS, PERCENT, RUNTIME_KEYS
+from .registry import EXTRA_METRICS, METRICS, PERCENT, recipe_overrides
 
 # the headline rows: config name -> (what it measures, the paper's number, the experiment page, the
 # exploratory recipe in the registry that the row's config trains, shown until the row is confirmed)
@@ -95,12 +95,17 @@ def headline_table(rows: List[Dict[str, Any]], link: str = "docs/experiments/{pa
 VALIDATION = {"semi_supervised": "val/error", "clustering": "val/cluster_error", "dim_reduction": "val/cluster_error"}
 
 
+def _curve_values(curve: Any, metric: Optional[str]) -> List[float]:
+    """A run's kept validation values where its curve is `metric`; none for a run recorded without it."""
+    if not isinstance(curve, dict) or metric is None or curve.get("metric") != metric:
+        return []
+    return [v for v in curve.get("values", []) if v is not None]
+
+
 def _best_validation(curve: Any, metric: Optional[str], scale: float) -> float:
     """The lowest value of a run's kept validation curve where it is `metric` (the checkpoint chosen on
     it), in the table's unit; NaN for a run recorded without that curve."""
-    if not isinstance(curve, dict) or metric is None or curve.get("metric") != metric:
-        return math.nan
-    values = [v for v in curve.get("values", []) if v is not None]
+    values = _curve_values(curve, metric)
     return min(values) * scale if values else math.nan
 
 
@@ -133,19 +138,15 @@ def experiment_table(rows: List[Dict[str, Any]], experiment: str) -> str:
 
 
 def changes_of(command: str) -> str:
-    """What a run's command changes from its config: the words after `--config X.yaml` that are not
-    runtime keys (docs/protocol.md), as one code span; "the config" where there are none."""
-    words = shlex.split(command)
-    words = words[words.index("--config") + 2:] if "--config" in words else []
-    changed = [w for w in words if not w.startswith(RUNTIME_KEYS)]
+    """What a run's command changes from its config (registry.recipe_overrides), as one code span; "the
+    config" where it changes nothing."""
+    changed = recipe_overrides(shlex.split(command))
     return "`" + " ".join(changed) + "`" if changed else "the config"
 
 
 def _window_mean(curve: Any, metric: Optional[str], last: int, scale: float) -> float:
     """Mean of a run's last `last` validation values (the end of the run, not its best epoch)."""
-    if not isinstance(curve, dict) or curve.get("metric") != metric:
-        return math.nan
-    values = [v for v in curve.get("values", []) if v is not None][-last:]
+    values = _curve_values(curve, metric)[-last:]
     return sum(values) / len(values) * scale if values else math.nan
 
 
