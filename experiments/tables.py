@@ -134,7 +134,12 @@ def experiment_table(rows: List[Dict[str, Any]], experiment: str) -> str:
         table = table.drop(columns="validation (chosen)")
     order = {"confirmation": 0, "exploratory": 1}
     table = table.sort_values([size, "stage", "recipe"], key=lambda c: c.map(order) if c.name == "stage" else c)
-    return table.to_markdown(index=False)
+    confirmed, explored = table[table["stage"] == "confirmation"], table[table["stage"] != "confirmation"]
+    if confirmed.empty or explored.empty:
+        return table.to_markdown(index=False)
+    return (f"{confirmed.to_markdown(index=False)}\n\n<details><summary>Exploratory runs: {len(explored)} row{'s' * (len(explored) > 1)}, "
+            f"made while a recipe was being chosen</summary>\n\n"
+            f"{explored.to_markdown(index=False)}\n\n</details>")
 
 
 def changes_of(command: str) -> str:

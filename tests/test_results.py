@@ -113,7 +113,8 @@ def test_an_experiment_table_groups_recipes_and_stages_with_both_numbers():
     (expl,) = [l for l in text.splitlines() if "adam-e60" in l]
     assert "confirmation" in conf and "4.50 ± 0.71" in conf and "5.00 ± 0.71" in conf and "100, 101" in conf
     assert "exploratory" in expl and "3.10 ± 0.14" in expl
-    assert text.index("semi_supervised_100") < text.index("adam-e60")  # confirmations first
+    assert text.index("semi_supervised_100") < text.index("<details>") < text.index("adam-e60")  # confirmations first,
+    assert text.rstrip().endswith("</details>")  # the exploratory rows folded below them
 
 
 def test_the_autoencoder_family_table_has_a_column_per_metric():
