@@ -104,6 +104,12 @@ def preregistration(row: str, root: Path = ROOT) -> Optional[Dict[str, Any]]:
     return {**spec, "commit": out[-2], "committed": out[-1]}
 
 
+def planned_seeds(root: Path = ROOT) -> Dict[str, int]:
+    """row -> how many seeds its preregistered file lists (docs/preregistered/<row>.yaml)."""
+    return {path.stem: len(yaml.safe_load(path.read_text()).get("seeds", []))
+            for path in sorted((root / PREREGISTERED).glob("*.yaml"))}
+
+
 def _utc(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 

@@ -23,7 +23,7 @@ from lightning_aae.provenance import command_line
 from lightning_aae.storage import StorageError, write_text_atomic
 
 from . import selection, tables
-from .registry import METRICS, REGISTRY, append, holds_selection, read, record_run
+from .registry import METRICS, REGISTRY, append, holds_selection, planned_seeds, read, record_run
 
 PAGES = {  # docs/experiments/<page>.md: the experiment whose table it shows, and one line about it
     "semi_supervised": ("semi_supervised", "100 and 1000 labels: a label head, a style code, two adversaries"),
@@ -66,7 +66,7 @@ chosen on labeled validation images. Everything here is generated from the regis
 (`docs/results.jsonl`, {len(rows)} lines, {n_conf} confirmation runs) by `python -m experiments.results docs`.
 
 {HEADLINE[0]}
-{tables.headline_table(rows, link="experiments/{page}.md")}
+{tables.headline_table(rows, link="experiments/{page}.md", planned=planned_seeds())}
 {HEADLINE[1]}
 
 The paper (Makhzani et al., 2015) trains for thousands of epochs with SGD; ours trains for tens of
@@ -81,7 +81,8 @@ Speed: [benchmarks.md](benchmarks.md). How a result is made and checked: [protoc
 def write_docs(rows: List[Dict[str, Any]], root: Path) -> List[Path]:
     written = []
     readme = root / "README.md"
-    write_text_atomic(readme, replace_block(readme.read_text(), HEADLINE, tables.headline_table(rows)))
+    headline = tables.headline_table(rows, planned=planned_seeds(root))
+    write_text_atomic(readme, replace_block(readme.read_text(), HEADLINE, headline))
     written.append(readme)
     write_text_atomic(root / "docs" / "results.md", results_page(rows))
     written.append(root / "docs" / "results.md")

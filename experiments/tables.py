@@ -73,18 +73,28 @@ def _epochs(runs: pd.DataFrame) -> str:
     return str(lo) if lo == hi else f"{lo}-{hi}"
 
 
-def headline_table(rows: List[Dict[str, Any]], link: str = "docs/experiments/{page}.md") -> str:
-    """experiment | paper | ours (confirmation: mean ± std over n seeds; until a row is confirmed, its
-    recipe's exploratory runs, marked so) | last epoch | epochs | command."""
+def _ours(confirmed: pd.DataFrame, explored: pd.DataFrame, planned: Optional[int]) -> str:
+    """The headline's "ours" cell: the confirmation runs' mean ± std in bold once every preregistered seed
+    is in (`planned`, where known), marked as partial before that; the recipe's exploratory runs until then."""
+    n = len(confirmed)
+    if n and (planned is None or n >= planned):
+        return f"**{spread(confirmed['value'])}** (n={n})"
+    ours = f"confirmation {n} of {planned} seeds: {spread(confirmed['value'])}" if n else "not yet confirmed"
+    return ours + (f"; exploratory {spread(explored['value'])} (n={len(explored)})" if len(explored) else "")
+
+
+def headline_table(rows: List[Dict[str, Any]], link: str = "docs/experiments/{page}.md",
+                   planned: Optional[Dict[str, int]] = None) -> str:
+    """experiment | paper | ours (confirmation: mean ± std over n seeds; until a row is confirmed on all its
+    preregistered seeds (`planned`: row -> how many), its recipe's exploratory runs too, marked so) | last
+    epoch | epochs | command."""
     df = _main(frame(rows))
     out = []
     for row, (what, paper, page, explored) in HEADLINE.items():
         runs = df[(df["row"] == row) & (df["stage"] == "confirmation")]
-        ours = f"**{spread(runs['value'])}** (n={len(runs)})" if len(runs) else "not yet confirmed"
         earlier = df[(df["recipe"] == explored) & (df["stage"] == "exploratory")]
-        if not len(runs) and len(earlier):
-            ours += f"; exploratory {spread(earlier['value'])} (n={len(earlier)})"
-        out.append({"experiment": f"[{what}]({link.format(page=page)})", "paper": paper, "ours": ours,
+        out.append({"experiment": f"[{what}]({link.format(page=page)})", "paper": paper,
+                    "ours": _ours(runs, earlier, (planned or {}).get(row)),
                     "last epoch": spread(runs["value_last"]) if len(runs) else "",
                     "epochs": _epochs(runs) if len(runs) else "",
                     "one seed": f"`python train.py --config configs/{row}.yaml seed=0`"})

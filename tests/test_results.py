@@ -102,6 +102,9 @@ def test_a_small_registry_gives_the_expected_headline_table():
                  "recipe": tables.HEADLINE["semi_supervised"][3]})
     (thousand,) = [line for line in tables.headline_table(rows).splitlines() if "1000 labels" in line]
     assert "not yet confirmed; exploratory 2.00 (n=1)" in thousand
+    planned = {"semi_supervised_100": 3}  # two of its three preregistered seeds are in: not bold, not confirmed
+    (partial,) = [l for l in tables.headline_table(rows, planned=planned).splitlines() if "100 labels" in l]
+    assert "confirmation 2 of 3 seeds: 4.50 ± 0.71" in partial and "**" not in partial
     assert len(lines) == 2 + len(tables.HEADLINE)
 
 
@@ -202,7 +205,8 @@ def test_a_parzen_run_evaluates_inside_the_run_and_records_as_the_parzen_experim
 def test_the_committed_docs_are_the_ones_the_committed_registry_generates(tmp_path):
     rows = registry.read(ROOT / registry.REGISTRY)
     assert all(all(r.get(k) is not None for k in registry.REQUIRED) for r in rows)
-    assert f"{results.HEADLINE[0]}\n{tables.headline_table(rows)}\n{results.HEADLINE[1]}" in (ROOT / "README.md").read_text()
+    headline = tables.headline_table(rows, planned=registry.planned_seeds(ROOT))
+    assert f"{results.HEADLINE[0]}\n{headline}\n{results.HEADLINE[1]}" in (ROOT / "README.md").read_text()
     assert (ROOT / "docs" / "results.md").read_text() == results.results_page(rows)
     for page, (experiment, _) in results.PAGES.items():
         text = (ROOT / "docs" / "experiments" / f"{page}.md").read_text()
