@@ -37,7 +37,8 @@ PAGES = {  # docs/experiments/<page>.md: the experiment whose table it shows, an
 HEADLINE = ("<!-- headline:begin (python -m experiments.results docs) -->", "<!-- headline:end -->")
 TABLE = ("<!-- table:begin (python -m experiments.results docs) -->", "<!-- table:end -->")
 ARMS = ("<!-- arms:begin (python -m experiments.results docs) -->", "<!-- arms:end -->")
-ARMS_OF = {"semi_supervised": "semi_supervised_100-"}  # page -> the recipe prefix of its exploratory arms
+# page -> the recipe prefixes of its exploratory arms (one per labeled-set size)
+ARMS_OF = {"semi_supervised": ("semi_supervised_100-", "semi_supervised_1000-")}
 
 
 def replace_block(text: str, markers: tuple, body: str) -> str:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import shlex
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import pandas as pd
 
@@ -165,25 +165,27 @@ def _window_mean(curve: Any, metric: Optional[str], last: int, scale: float) -> 
     return sum(values) / len(values) * scale if values else math.nan
 
 
-def arms_table(rows: List[Dict[str, Any]], experiment: str, prefix: str, last: int = 5) -> str:
-    """Exploratory arms (recipes named `prefix...`), one row per (arm, epochs), ranked on validation:
-    what the command changes, the chosen epoch's validation value and the mean of the last `last`
-    epochs' (mean ± std over seeds), then the test values, read only to report."""
+def arms_table(rows: List[Dict[str, Any]], experiment: str, prefixes: Tuple[str, ...], last: int = 5) -> str:
+    """Exploratory arms (recipes named `<prefix><arm>`, one prefix per labeled-set size), one row per
+    (labels, arm, epochs), ranked on validation: what the command changes, the chosen epoch's validation
+    value and the mean of the last `last` epochs' (mean ± std over seeds), then the test values, read only
+    to report."""
     df = _main(frame(rows))
     df = df[(df["experiment"] == experiment) & (df["stage"] == "exploratory")
-            & df["recipe"].astype(str).str.startswith(prefix)]
+            & df["recipe"].astype(str).str.startswith(tuple(prefixes))]
     if df.empty:
         return "(no recorded arms)"
     metric, scale, out = VALIDATION.get(experiment), METRICS[experiment][2], []
-    for (recipe, epochs), runs in df.groupby(["recipe", "epochs"], sort=True):
+    for (labels, recipe, epochs), runs in df.groupby(["labels", "recipe", "epochs"], sort=True):
         best = pd.Series([_best_validation(c, metric, scale) for c in runs["val_curve"]], dtype=float)
         end = pd.Series([_window_mean(c, metric, last, scale) for c in runs["val_curve"]], dtype=float)
-        out.append({"arm": recipe[len(prefix):], "changes": changes_of(runs["command"].iloc[0]),
+        prefix = next(p for p in prefixes if recipe.startswith(p))
+        out.append({"labels": labels, "arm": recipe[len(prefix):], "changes": changes_of(runs["command"].iloc[0]),
                     "epochs": epochs, "validation (chosen)": spread(best),
                     f"validation (last {last} epochs)": spread(end), "test (chosen)": spread(runs["value"]),
                     "test (last epoch)": spread(runs["value_last"]),
                     "seeds": ", ".join(str(s) for s in sorted(runs["seed"])), "_rank": best.mean()})
-    table = pd.DataFrame(out).sort_values(["epochs", "_rank"]).drop(columns="_rank")
+    table = pd.DataFrame(out).sort_values(["labels", "epochs", "_rank"]).drop(columns="_rank")
     return table.to_markdown(index=False)
 
 

@@ -318,11 +318,13 @@ def test_the_arms_table_ranks_arms_on_validation_and_names_what_each_command_cha
                 "val_curve": {"metric": "val/error", "first_epoch": 0, "values": [0.09, best, best + 0.02]}}
 
     rows = [line("base", 0, 0.05), line("base", 1, 0.07), line("rot", 0, 0.04, "model.labeled_rotate=10"),
-            {**line("rot", 1, 0.01), "stage": "confirmation"}, {**line("other", 0, 0.01), "recipe": "other"}]
-    table = tables.arms_table(rows, "semi_supervised", "ss100-", last=2).splitlines()
-    assert [c.strip() for c in table[2].split("|")[1:4]] == ["rot", "`model.labeled_rotate=10`", "20"]
+            {**line("rot", 1, 0.01), "stage": "confirmation"}, {**line("other", 0, 0.01), "recipe": "other"},
+            {**line("rot", 0, 0.03, "model.labeled_rotate=10"), "recipe": "ss1000-rot", "labels": 1000}]
+    table = tables.arms_table(rows, "semi_supervised", ("ss100-", "ss1000-"), last=2).splitlines()
+    assert [c.strip() for c in table[2].split("|")[1:5]] == ["100", "rot", "`model.labeled_rotate=10`", "20"]
     base = [c.strip() for c in table[3].split("|")[1:-1]]
     # chosen: 5 and 7 %; the last two epochs: (5 + 7) / 2 and (7 + 9) / 2; the test numbers only reported
-    assert base[:5] == ["base", "the config", "20", "6.00 ± 1.41", "7.00 ± 1.41"] and base[5] == "8.50 ± 0.71"
-    assert len(table) == 4  # the confirmation and the recipe without the prefix are not arms
-    assert tables.arms_table(rows, "semi_supervised", "none-") == "(no recorded arms)"
+    assert base[:6] == ["100", "base", "the config", "20", "6.00 ± 1.41", "7.00 ± 1.41"] and base[6] == "8.50 ± 0.71"
+    assert [c.strip() for c in table[4].split("|")[1:3]] == ["1000", "rot"]  # after the 100-label arms
+    assert len(table) == 5  # the confirmation and the recipe without a prefix are not arms
+    assert tables.arms_table(rows, "semi_supervised", ("none-",)) == "(no recorded arms)"
