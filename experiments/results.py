@@ -23,7 +23,7 @@ from lightning_aae.provenance import command_line
 from lightning_aae.storage import StorageError, write_text_atomic
 
 from . import selection, tables
-from .registry import METRICS, REGISTRY, append, holds_selection, planned_seeds, read, record_run
+from .registry import METRICS, REGISTRY, ROOT, append, holds_selection, planned_seeds, read, record_run
 
 PAGES = {  # docs/experiments/<page>.md: the experiment whose table it shows, and one line about it
     "semi_supervised": ("semi_supervised", "100 and 1000 labels: a label head, a style code, two adversaries"),
@@ -54,8 +54,8 @@ def page_table(rows: List[Dict[str, Any]], experiment: str) -> str:
     return special[experiment](rows) if experiment in special else tables.experiment_table(rows, experiment)
 
 
-def results_page(rows: List[Dict[str, Any]]) -> str:
-    """docs/results.md, whole."""
+def results_page(rows: List[Dict[str, Any]], root: Path = ROOT) -> str:
+    """docs/results.md, whole (the headline counts the preregistered seeds under `root`)."""
     n_conf = sum(r.get("stage") == "confirmation" and r["metric"] == METRICS[r["experiment"]][0] for r in rows)
     pages = "\n".join(f"- [{page.replace('_', ' ')}](experiments/{page}.md): {about}" for page, (_, about) in PAGES.items())
     return f"""# Results
@@ -67,7 +67,7 @@ chosen on labeled validation images. Everything here is generated from the regis
 (`docs/results.jsonl`, {len(rows)} lines, {n_conf} confirmation runs) by `python -m experiments.results docs`.
 
 {HEADLINE[0]}
-{tables.headline_table(rows, link="experiments/{page}.md", planned=planned_seeds())}
+{tables.headline_table(rows, link="experiments/{page}.md", planned=planned_seeds(root))}
 {HEADLINE[1]}
 
 The paper (Makhzani et al., 2015) trains for thousands of epochs with SGD; ours trains for tens of
@@ -85,7 +85,7 @@ def write_docs(rows: List[Dict[str, Any]], root: Path) -> List[Path]:
     headline = tables.headline_table(rows, planned=planned_seeds(root))
     write_text_atomic(readme, replace_block(readme.read_text(), HEADLINE, headline))
     written.append(readme)
-    write_text_atomic(root / "docs" / "results.md", results_page(rows))
+    write_text_atomic(root / "docs" / "results.md", results_page(rows, root))
     written.append(root / "docs" / "results.md")
     for page, (experiment, _) in PAGES.items():
         path = root / "docs" / "experiments" / f"{page}.md"

@@ -147,8 +147,8 @@ def experiment_table(rows: List[Dict[str, Any]], experiment: str) -> str:
     confirmed, explored = table[table["stage"] == "confirmation"], table[table["stage"] != "confirmation"]
     if confirmed.empty or explored.empty:
         return table.to_markdown(index=False)
-    return (f"{confirmed.to_markdown(index=False)}\n\n<details><summary>Exploratory runs: {len(explored)} row{'s' * (len(explored) > 1)}, "
-            f"made while a recipe was being chosen</summary>\n\n"
+    summary = f"Exploratory runs: {len(explored)} row{'s' * (len(explored) > 1)}, made while a recipe was being chosen"
+    return (f"{confirmed.to_markdown(index=False)}\n\n<details><summary>{summary}</summary>\n\n"
             f"{explored.to_markdown(index=False)}\n\n</details>")
 
 
