@@ -104,10 +104,9 @@ def preregistration(row: str, root: Path = ROOT) -> Optional[Dict[str, Any]]:
     return {**spec, "commit": out[-2], "committed": out[-1]}
 
 
-def planned_seeds(root: Path = ROOT) -> Dict[str, int]:
-    """row -> how many seeds its preregistered file lists (docs/preregistered/<row>.yaml)."""
-    return {path.stem: len(yaml.safe_load(path.read_text()).get("seeds", []))
-            for path in sorted((root / PREREGISTERED).glob("*.yaml"))}
+def claims(root: Path = ROOT) -> Dict[str, Dict[str, Any]]:
+    """row -> its preregistered file (docs/preregistered/<row>.yaml): seeds, metric, claim, threshold."""
+    return {path.stem: yaml.safe_load(path.read_text()) for path in sorted((root / PREREGISTERED).glob("*.yaml"))}
 
 
 def _utc(text: str) -> datetime:

@@ -83,18 +83,37 @@ def _ours(confirmed: pd.DataFrame, explored: pd.DataFrame, planned: Optional[int
     return ours + (f"; exploratory {spread(explored['value'])} (n={len(explored)})" if len(explored) else "")
 
 
+# a preregistered threshold's key -> how the claim reads, and whether a mean meets it
+THRESHOLDS = {"value_mean_at_most": ("≤", lambda mean, x: mean <= x),
+              "value_mean_at_least": ("≥", lambda mean, x: mean >= x)}
+
+
+def verdict(confirmed: pd.DataFrame, claim: Optional[Dict[str, Any]]) -> str:
+    """The headline's "claim" cell: the preregistered bound on the mean and, once every preregistered seed
+    is in, whether the confirmation mean meets it ("met" / "missed"); "pending" before that."""
+    if not claim or not claim.get("threshold"):
+        return ""
+    (key, bound), = claim["threshold"].items()
+    sign, holds = THRESHOLDS[key]
+    if len(confirmed) < len(claim.get("seeds", [])) or not len(confirmed):
+        return f"{sign} {bound:g}: pending"
+    return f"{sign} {bound:g}: " + ("met" if holds(confirmed["value"].mean(), bound) else "**missed**")
+
+
 def headline_table(rows: List[Dict[str, Any]], link: str = "docs/experiments/{page}.md",
-                   planned: Optional[Dict[str, int]] = None) -> str:
+                   claims: Optional[Dict[str, Dict[str, Any]]] = None) -> str:
     """experiment | paper | ours (confirmation: mean ± std over n seeds; until a row is confirmed on all its
-    preregistered seeds (`planned`: row -> how many), its recipe's exploratory runs too, marked so) | last
-    epoch | epochs | command."""
+    preregistered seeds (`claims`: row -> its preregistered file), its recipe's exploratory runs too, marked
+    so) | claim (the preregistered bound, met or missed) | last epoch | epochs | command."""
     df = _main(frame(rows))
+    claims = claims or {}
     out = []
     for row, (what, paper, page, explored) in HEADLINE.items():
         runs = df[(df["row"] == row) & (df["stage"] == "confirmation")]
         earlier = df[(df["recipe"] == explored) & (df["stage"] == "exploratory")]
+        planned = len(claims[row].get("seeds", [])) if row in claims else None
         out.append({"experiment": f"[{what}]({link.format(page=page)})", "paper": paper,
-                    "ours": _ours(runs, earlier, (planned or {}).get(row)),
+                    "ours": _ours(runs, earlier, planned), "claim": verdict(runs, claims.get(row)),
                     "last epoch": spread(runs["value_last"]) if len(runs) else "",
                     "epochs": _epochs(runs) if len(runs) else "",
                     "one seed": f"`python train.py --config configs/{row}.yaml seed=0`"})

@@ -91,21 +91,36 @@ def test_a_small_registry_gives_the_expected_headline_table():
     rows = [_conf("semi_supervised_100", s, v, l, labels=100) for s, v, l in ((100, 4.0, 4.5), (101, 5.0, 5.5))]
     rows.append({**_conf("semi_supervised", 100, 1.0, 1.0, labels=1000), "stage": "exploratory"})  # never headline
     lines = tables.headline_table(rows, link="{page}.md").splitlines()
-    assert [c.strip() for c in lines[0].split("|")[1:-1]] == ["experiment", "paper", "ours", "last epoch", "epochs",
-                                                              "one seed"]
+    assert [c.strip() for c in lines[0].split("|")[1:-1]] == ["experiment", "paper", "ours", "claim", "last epoch",
+                                                              "epochs", "one seed"]
     cells = {c.split("]")[0].strip("|[ "): [x.strip() for x in c.split("|")] for c in lines[2:]}
     hundred = cells["Semi-supervised, 100 labels: error (%)"]
-    assert hundred[2:6] == ["1.90 ± 0.10", "**4.50 ± 0.71** (n=2)", "5.00 ± 0.71", "20"]
-    assert "configs/semi_supervised_100.yaml seed=0" in hundred[6]
+    assert hundred[2:7] == ["1.90 ± 0.10", "**4.50 ± 0.71** (n=2)", "", "5.00 ± 0.71", "20"]
+    assert "configs/semi_supervised_100.yaml seed=0" in hundred[7]
     assert cells["Semi-supervised, 1000 labels: error (%)"][3] == "not yet confirmed"
     rows.append({**_conf("semi_supervised", 0, 2.0, 2.2, labels=1000), "stage": "exploratory",
                  "recipe": tables.HEADLINE["semi_supervised"][3]})
     (thousand,) = [line for line in tables.headline_table(rows).splitlines() if "1000 labels" in line]
     assert "not yet confirmed; exploratory 2.00 (n=1)" in thousand
-    planned = {"semi_supervised_100": 3}  # two of its three preregistered seeds are in: not bold, not confirmed
-    (partial,) = [l for l in tables.headline_table(rows, planned=planned).splitlines() if "100 labels" in l]
-    assert "confirmation 2 of 3 seeds: 4.50 ± 0.71" in partial and "**" not in partial
+    claim = {"seeds": [100, 101, 102], "threshold": {"value_mean_at_most": 4.5}}
+    (partial,) = [l for l in tables.headline_table(rows, claims={"semi_supervised_100": claim}).splitlines()
+                  if "100 labels" in l]  # two of its three preregistered seeds are in: not bold, not decided
+    assert "confirmation 2 of 3 seeds: 4.50 ± 0.71" in partial and "≤ 4.5: pending" in partial and "**" not in partial
     assert len(lines) == 2 + len(tables.HEADLINE)
+
+
+@pytest.mark.parametrize("threshold, values, expected", [
+    ({"value_mean_at_most": 4.5}, (4.0, 5.0, 4.4), "≤ 4.5: met"),           # mean 4.47: one seed over, mean under
+    ({"value_mean_at_most": 4.4}, (4.0, 5.0, 4.4), "≤ 4.4: **missed**"),
+    ({"value_mean_at_least": 330.0}, (331.0, 329.0, 330.5), "≥ 330: met"),
+    ({"value_mean_at_least": 331.0}, (331.0, 329.0, 330.5), "≥ 331: **missed**"),
+])
+def test_the_claim_column_says_whether_the_confirmation_mean_met_its_preregistered_bound(threshold, values, expected):
+    rows = [_conf("semi_supervised_100", 100 + i, v, v, labels=100) for i, v in enumerate(values)]
+    claim = {"seeds": [100, 101, 102], "threshold": threshold}
+    (line,) = [l for l in tables.headline_table(rows, claims={"semi_supervised_100": claim}).splitlines()
+               if "100 labels" in l]
+    assert [c.strip() for c in line.split("|")][4] == expected
 
 
 def test_an_experiment_table_groups_recipes_and_stages_with_both_numbers():
@@ -205,7 +220,7 @@ def test_a_parzen_run_evaluates_inside_the_run_and_records_as_the_parzen_experim
 def test_the_committed_docs_are_the_ones_the_committed_registry_generates(tmp_path):
     rows = registry.read(ROOT / registry.REGISTRY)
     assert all(all(r.get(k) is not None for k in registry.REQUIRED) for r in rows)
-    headline = tables.headline_table(rows, planned=registry.planned_seeds(ROOT))
+    headline = tables.headline_table(rows, claims=registry.claims(ROOT))
     assert f"{results.HEADLINE[0]}\n{headline}\n{results.HEADLINE[1]}" in (ROOT / "README.md").read_text()
     assert (ROOT / "docs" / "results.md").read_text() == results.results_page(rows)
     for page, (experiment, _) in results.PAGES.items():
