@@ -6,6 +6,7 @@ recipe, each row marked confirmation or exploratory.
 from __future__ import annotations
 
 import math
+import operator
 import shlex
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -73,19 +74,24 @@ def _epochs(runs: pd.DataFrame) -> str:
     return str(lo) if lo == hi else f"{lo}-{hi}"
 
 
+def _all_in(confirmed: pd.DataFrame, planned: Optional[int]) -> bool:
+    """Whether a row's confirmation is complete: some runs, and every preregistered seed (`planned`, where
+    known) among them."""
+    return bool(len(confirmed)) and (planned is None or len(confirmed) >= planned)
+
+
 def _ours(confirmed: pd.DataFrame, explored: pd.DataFrame, planned: Optional[int]) -> str:
     """The headline's "ours" cell: the confirmation runs' mean ± std in bold once every preregistered seed
-    is in (`planned`, where known), marked as partial before that; the recipe's exploratory runs until then."""
+    is in, marked as partial before that; the recipe's exploratory runs until then."""
     n = len(confirmed)
-    if n and (planned is None or n >= planned):
+    if _all_in(confirmed, planned):
         return f"**{spread(confirmed['value'])}** (n={n})"
     ours = f"confirmation {n} of {planned} seeds: {spread(confirmed['value'])}" if n else "not yet confirmed"
     return ours + (f"; exploratory {spread(explored['value'])} (n={len(explored)})" if len(explored) else "")
 
 
-# a preregistered threshold's key -> how the claim reads, and whether a mean meets it
-THRESHOLDS = {"value_mean_at_most": ("≤", lambda mean, x: mean <= x),
-              "value_mean_at_least": ("≥", lambda mean, x: mean >= x)}
+# a preregistered threshold's key -> how the claim reads, and the comparison a mean must pass
+THRESHOLDS = {"value_mean_at_most": ("≤", operator.le), "value_mean_at_least": ("≥", operator.ge)}
 
 
 def verdict(confirmed: pd.DataFrame, claim: Optional[Dict[str, Any]]) -> str:
@@ -95,7 +101,7 @@ def verdict(confirmed: pd.DataFrame, claim: Optional[Dict[str, Any]]) -> str:
         return ""
     (key, bound), = claim["threshold"].items()
     sign, holds = THRESHOLDS[key]
-    if len(confirmed) < len(claim.get("seeds", [])) or not len(confirmed):
+    if not _all_in(confirmed, len(claim.get("seeds", []))):
         return f"{sign} {bound:g}: pending"
     return f"{sign} {bound:g}: " + ("met" if holds(confirmed["value"].mean(), bound) else "**missed**")
 
