@@ -90,18 +90,29 @@ def recipe_overrides(words: List[str]) -> List[str]:
     return [w for w in rest if not w.startswith(RUNTIME_KEYS)]
 
 
+def _last_change(path: Path, root: Path) -> Optional[str]:
+    """The commit that last changed `path` under `root` as "SHA ISO-time"; None where git has none."""
+    out = subprocess.run(["git", "log", "-1", "--format=%H %cI", "--", str(path)], cwd=root,
+                         capture_output=True, text=True).stdout.strip()
+    return out or None
+
+
 def preregistration(row: str, root: Path = ROOT) -> Optional[Dict[str, Any]]:
-    """The row's preregistered file with `commit` and `committed` (ISO time) of the commit that added it;
-    None when there is none, or when it is not committed."""
+    """The row's preregistered file with `commit` and `committed` (ISO time) of the commit that last changed
+    it: a row re-preregistered for a new recipe (a new claim on fresh seeds) counts from its new version.
+    None when there is none, when it is not committed, or when the config it names changed after it (the
+    claim was written for another recipe)."""
     path = PREREGISTERED / f"{row}.yaml"
-    if not (root / path).is_file():
-        return None
-    out = subprocess.run(["git", "log", "--diff-filter=A", "--format=%H %cI", "--", str(path)], cwd=root,
-                         capture_output=True, text=True).stdout.split()
-    if len(out) < 2:
+    last = _last_change(path, root) if (root / path).is_file() else None
+    if last is None:
         return None
     spec = yaml.safe_load((root / path).read_text())
-    return {**spec, "commit": out[-2], "committed": out[-1]}
+    commit, committed = last.split()
+    config = _last_change(Path(spec["config"]), root) if spec.get("config") else None
+    if config and subprocess.run(["git", "merge-base", "--is-ancestor", config.split()[0], commit],
+                                 cwd=root, capture_output=True).returncode != 0:
+        return None
+    return {**spec, "commit": commit, "committed": committed}
 
 
 def claims(root: Path = ROOT) -> Dict[str, Dict[str, Any]]:

@@ -52,15 +52,29 @@ def frame(rows: List[Dict[str, Any]]) -> pd.DataFrame:
     """One row per registry line, with the columns the tables group by."""
     df = pd.DataFrame(rows)
     for column in ("experiment", "metric", "value", "epochs", "seed", "row", "stage", "value_last", "selection",
-                   "recipe", "dataset", "val_curve"):
+                   "recipe", "dataset", "val_curve", "preregistered", "started"):
         if column not in df:
             df[column] = None
     df["dataset"] = df["dataset"].fillna("mnist")
     df["stage"] = df["stage"].fillna("exploratory")
     df["recipe"] = df["recipe"].fillna(df["experiment"])
     df["group"] = df["row"].where(df["stage"] == "confirmation", df["recipe"])
+    df["group"] = _label_superseded(df)
     df["epochs_shown"] = [("selected" if isinstance(s, dict) else e) for s, e in zip(df["selection"], df["epochs"])]
     return df
+
+
+def _label_superseded(df: pd.DataFrame) -> pd.Series:
+    """Each run's group, where a confirmation run of an earlier preregistration of its row (the row since
+    re-preregistered for a new recipe, on fresh seeds) becomes "<row> (recipe of <commit>)": `git show
+    <commit>:configs/<row>.yaml` is the recipe it confirmed."""
+    confirmed = df[(df["stage"] == "confirmation") & df["preregistered"].notna()]
+    newest = {row: max(zip(runs["started"].astype(str), runs["preregistered"]))[1]
+              for row, runs in confirmed.groupby("row")}
+    return pd.Series([f"{row} (recipe of {commit[:7]})" if stage == "confirmation" and isinstance(commit, str)
+                      and commit != newest.get(row) else group
+                      for row, stage, commit, group in zip(df["row"], df["stage"], df["preregistered"], df["group"])],
+                     index=df.index)
 
 
 def _main(df: pd.DataFrame) -> pd.DataFrame:
@@ -116,6 +130,8 @@ def headline_table(rows: List[Dict[str, Any]], link: str = "docs/experiments/{pa
     out = []
     for row, (what, paper, page, explored) in HEADLINE.items():
         runs = df[(df["row"] == row) & (df["stage"] == "confirmation")]
+        if row in claims and "seeds" in claims[row]:  # the current claim's seeds: not an earlier recipe's
+            runs = runs[runs["seed"].isin(claims[row]["seeds"])]
         earlier = df[(df["recipe"] == explored) & (df["stage"] == "exploratory")]
         planned = len(claims[row].get("seeds", [])) if row in claims else None
         out.append({"experiment": f"[{what}]({link.format(page=page)})", "paper": paper,

@@ -45,20 +45,23 @@ def test_only_the_rows_command_plus_runtime_keys_names_a_row():
     assert registry.row_of("python -m experiments.restart_rule --seed 3") is None
 
 
+def _git(repo, *args, date="2026-12-04T10:00:00Z"):
+    subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True,
+                   env={"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+                        "GIT_COMMITTER_EMAIL": "t@t", "GIT_COMMITTER_DATE": date, "GIT_AUTHOR_DATE": date,
+                        "PATH": "/usr/bin:/bin"})
+    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
+
+
 @pytest.fixture
 def prereg_repo(tmp_path):
     """A git checkout whose docs/preregistered/semi_supervised.yaml lists seeds 100 and 101."""
-    def git(*args):
-        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True,
-                       env={"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-                            "GIT_COMMITTER_EMAIL": "t@t", "GIT_COMMITTER_DATE": "2026-12-04T10:00:00Z",
-                            "GIT_AUTHOR_DATE": "2026-12-04T10:00:00Z", "PATH": "/usr/bin:/bin"})
-    git("init", "-q")
+    _git(tmp_path, "init", "-q")
     (tmp_path / "docs" / "preregistered").mkdir(parents=True)
     (tmp_path / "docs" / "preregistered" / "semi_supervised.yaml").write_text(
         "row: semi_supervised\nseeds: [100, 101]\nmetric: test/error\n")
-    git("add", "docs")
-    git("commit", "-qm", "preregister")
+    _git(tmp_path, "add", "docs")
+    _git(tmp_path, "commit", "-qm", "preregister")
     return tmp_path
 
 
@@ -78,6 +81,27 @@ def test_a_confirmation_is_the_rows_command_on_a_listed_seed_started_after_the_f
     assert registry.registry_lines(resumed, root=prereg_repo)[0]["stage"] == "exploratory"
     resumed["segments"][0]["command"] = row_command.format(101)
     assert registry.registry_lines(resumed, root=prereg_repo)[0]["stage"] == "confirmation"
+
+
+def test_a_row_re_preregistered_for_a_new_recipe_confirms_from_its_new_version_and_only_while_its_config_stands(
+        prereg_repo):
+    command = "python train.py --config configs/semi_supervised.yaml seed={}".format
+    (prereg_repo / "configs").mkdir()
+    (prereg_repo / "configs" / "semi_supervised.yaml").write_text("trainer: {max_epochs: 60}\n")
+    (prereg_repo / "docs" / "preregistered" / "semi_supervised.yaml").write_text(
+        "row: semi_supervised\nconfig: configs/semi_supervised.yaml\nseeds: [200, 201]\nmetric: test/error\n")
+    _git(prereg_repo, "add", "-A")
+    commit = _git(prereg_repo, "commit", "-qm", "the new recipe, preregistered", date="2026-12-06T10:00:00Z")
+
+    def stage(seed, started):
+        (line,) = registry.registry_lines(_result(seed, 0.02, command=command(seed), started=started), root=prereg_repo)
+        return line["stage"], line.get("preregistered")
+    assert stage(200, "2026-12-05T12:00:00Z") == ("exploratory", None)  # after the first version, before this one
+    assert stage(100, "2026-12-06T12:00:00Z") == ("exploratory", None)  # the earlier claim's seed
+    assert stage(200, "2026-12-06T12:00:00Z") == ("confirmation", commit)
+    (prereg_repo / "configs" / "semi_supervised.yaml").write_text("trainer: {max_epochs: 70}\n")
+    _git(prereg_repo, "commit", "-qam", "the recipe changed after its claim", date="2026-12-07T10:00:00Z")
+    assert stage(201, "2026-12-07T12:00:00Z") == ("exploratory", None)
 
 
 def _conf(row, seed, value, last, experiment="semi_supervised", metric="test_error", epochs=20, **size):
@@ -121,6 +145,22 @@ def test_the_claim_column_says_whether_the_confirmation_mean_met_its_preregister
     (line,) = [l for l in tables.headline_table(rows, claims={"semi_supervised_100": claim}).splitlines()
                if "100 labels" in l]
     assert [c.strip() for c in line.split("|")][4] == expected
+
+
+def test_confirmations_of_an_earlier_recipe_of_a_row_leave_the_headline_and_keep_their_own_row_on_the_page():
+    def run(seed, value, commit, started):
+        return {**_conf("semi_supervised_100", seed, value, value, labels=100), "preregistered": commit,
+                "started": started}
+    rows = [run(s, 4.0, "a" * 40, "2026-12-04T22:00:00Z") for s in (100, 101, 102)]
+    rows += [run(s, 3.0, "b" * 40, "2026-12-06T12:00:00Z") for s in (200, 201)]
+    claim = {"seeds": [200, 201, 202], "threshold": {"value_mean_at_most": 3.0}}
+    (line,) = [l for l in tables.headline_table(rows, claims={"semi_supervised_100": claim}).splitlines()
+               if "100 labels" in l]
+    assert "confirmation 2 of 3 seeds: 3.00 ± 0.00" in line and "≤ 3: pending" in line
+    text = tables.experiment_table(rows, "semi_supervised")
+    recipe = {l.split("|")[2].strip(): l for l in text.splitlines() if l.count("|") > 3}
+    new, old = recipe["semi_supervised_100"], recipe["semi_supervised_100 (recipe of aaaaaaa)"]
+    assert "200, 201" in new and "3.00 ± 0.00" in new and "100, 101, 102" in old and "4.00 ± 0.00" in old
 
 
 def test_an_experiment_table_groups_recipes_and_stages_with_both_numbers():
