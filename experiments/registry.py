@@ -90,10 +90,10 @@ def recipe_overrides(words: List[str]) -> List[str]:
     return [w for w in rest if not w.startswith(RUNTIME_KEYS)]
 
 
-def _last_change(path: Path, root: Path) -> Optional[str]:
-    """The commit that last changed `path` under `root` as "SHA ISO-time"; None where git has none."""
+def _last_change(path: Path, root: Path) -> Optional[List[str]]:
+    """[SHA, ISO time] of the commit that last changed `path` under `root`; None where git has none."""
     out = subprocess.run(["git", "log", "-1", "--format=%H %cI", "--", str(path)], cwd=root,
-                         capture_output=True, text=True).stdout.strip()
+                         capture_output=True, text=True).stdout.split()
     return out or None
 
 
@@ -107,9 +107,9 @@ def preregistration(row: str, root: Path = ROOT) -> Optional[Dict[str, Any]]:
     if last is None:
         return None
     spec = yaml.safe_load((root / path).read_text())
-    commit, committed = last.split()
+    commit, committed = last
     config = _last_change(Path(spec["config"]), root) if spec.get("config") else None
-    if config and subprocess.run(["git", "merge-base", "--is-ancestor", config.split()[0], commit],
+    if config and subprocess.run(["git", "merge-base", "--is-ancestor", config[0], commit],
                                  cwd=root, capture_output=True).returncode != 0:
         return None
     return {**spec, "commit": commit, "committed": committed}

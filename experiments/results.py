@@ -48,10 +48,12 @@ def replace_block(text: str, markers: tuple, body: str) -> str:
     return text[: text.index(begin)] + f"{begin}\n{body}\n{end}" + text[text.index(end) + len(end):]
 
 
-def page_table(rows: List[Dict[str, Any]], experiment: str) -> str:
-    """The generated table of an experiment page (PAGES): the family's, the other data sets', or the experiment's."""
+def page_table(rows: List[Dict[str, Any]], experiment: str, root: Path = ROOT) -> str:
+    """The generated table of an experiment page (PAGES): the family's, the other data sets', or the experiment's
+    (with the rows preregistered under `root`)."""
     special = {tables.FAMILY: tables.family_table, tables.DATASETS: tables.dataset_table}
-    return special[experiment](rows) if experiment in special else tables.experiment_table(rows, experiment)
+    return special[experiment](rows) if experiment in special else \
+        tables.experiment_table(rows, experiment, claims(root))
 
 
 def results_page(rows: List[Dict[str, Any]], root: Path = ROOT) -> str:
@@ -92,7 +94,7 @@ def write_docs(rows: List[Dict[str, Any]], root: Path) -> List[Path]:
         path = root / "docs" / "experiments" / f"{page}.md"
         if experiment is None or not path.is_file():
             continue
-        text = replace_block(path.read_text(), TABLE, page_table(rows, experiment))
+        text = replace_block(path.read_text(), TABLE, page_table(rows, experiment, root))
         if page in ARMS_OF:
             text = replace_block(text, ARMS, tables.arms_table(rows, experiment, ARMS_OF[page]))
         write_text_atomic(path, text)

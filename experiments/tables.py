@@ -48,33 +48,32 @@ def spread(values: pd.Series) -> str:
     return f"{mean:{fmt}} ± {values.std():{fmt}}" if len(values) > 1 else f"{mean:{fmt}}"
 
 
-def frame(rows: List[Dict[str, Any]]) -> pd.DataFrame:
-    """One row per registry line, with the columns the tables group by."""
+def frame(rows: List[Dict[str, Any]], claims: Optional[Dict[str, Dict[str, Any]]] = None) -> pd.DataFrame:
+    """One row per registry line, with the columns the tables group by (`claims`: row -> its preregistered
+    file, which names the confirmation seeds of the row's current recipe)."""
     df = pd.DataFrame(rows)
     for column in ("experiment", "metric", "value", "epochs", "seed", "row", "stage", "value_last", "selection",
-                   "recipe", "dataset", "val_curve", "preregistered", "started"):
+                   "recipe", "dataset", "val_curve", "preregistered"):
         if column not in df:
             df[column] = None
     df["dataset"] = df["dataset"].fillna("mnist")
     df["stage"] = df["stage"].fillna("exploratory")
     df["recipe"] = df["recipe"].fillna(df["experiment"])
-    df["group"] = df["row"].where(df["stage"] == "confirmation", df["recipe"])
-    df["group"] = _label_superseded(df)
+    df["group"] = [_group(*run, claims or {}) for run in zip(df["stage"], df["recipe"], df["row"], df["seed"],
+                                                              df["preregistered"])]
     df["epochs_shown"] = [("selected" if isinstance(s, dict) else e) for s, e in zip(df["selection"], df["epochs"])]
     return df
 
 
-def _label_superseded(df: pd.DataFrame) -> pd.Series:
-    """Each run's group, where a confirmation run of an earlier preregistration of its row (the row since
-    re-preregistered for a new recipe, on fresh seeds) becomes "<row> (recipe of <commit>)": `git show
-    <commit>:configs/<row>.yaml` is the recipe it confirmed."""
-    confirmed = df[(df["stage"] == "confirmation") & df["preregistered"].notna()]
-    newest = {row: max(zip(runs["started"].astype(str), runs["preregistered"]))[1]
-              for row, runs in confirmed.groupby("row")}
-    return pd.Series([f"{row} (recipe of {commit[:7]})" if stage == "confirmation" and isinstance(commit, str)
-                      and commit != newest.get(row) else group
-                      for row, stage, commit, group in zip(df["row"], df["stage"], df["preregistered"], df["group"])],
-                     index=df.index)
+def _group(stage: str, recipe: str, row: Any, seed: Any, commit: Any, claims: Dict[str, Dict[str, Any]]) -> str:
+    """What a run is tabled under: its recipe when exploratory, its row when it confirms the row's current
+    claim, and "<row> (recipe of <commit>)" when it confirmed an earlier claim of a row re-preregistered since
+    for a new recipe on fresh seeds (`git show <commit>:configs/<row>.yaml` is the recipe it confirmed)."""
+    if stage != "confirmation":
+        return recipe
+    if seed not in claims.get(row, {}).get("seeds", [seed]) and isinstance(commit, str):
+        return f"{row} (recipe of {commit[:7]})"
+    return row
 
 
 def _main(df: pd.DataFrame) -> pd.DataFrame:
@@ -125,13 +124,11 @@ def headline_table(rows: List[Dict[str, Any]], link: str = "docs/experiments/{pa
     """experiment | paper | ours (confirmation: mean ± std over n seeds; until a row is confirmed on all its
     preregistered seeds (`claims`: row -> its preregistered file), its recipe's exploratory runs too, marked
     so) | claim (the preregistered bound, met or missed) | last epoch | epochs | command."""
-    df = _main(frame(rows))
     claims = claims or {}
+    df = _main(frame(rows, claims))
     out = []
     for row, (what, paper, page, explored) in HEADLINE.items():
-        runs = df[(df["row"] == row) & (df["stage"] == "confirmation")]
-        if row in claims and "seeds" in claims[row]:  # the current claim's seeds: not an earlier recipe's
-            runs = runs[runs["seed"].isin(claims[row]["seeds"])]
+        runs = df[(df["group"] == row) & (df["stage"] == "confirmation")]  # not an earlier recipe's
         earlier = df[(df["recipe"] == explored) & (df["stage"] == "exploratory")]
         planned = len(claims[row].get("seeds", [])) if row in claims else None
         out.append({"experiment": f"[{what}]({link.format(page=page)})", "paper": paper,
@@ -160,11 +157,13 @@ def _best_validation(curve: Any, metric: Optional[str], scale: float) -> float:
     return min(values) * scale if values else math.nan
 
 
-def experiment_table(rows: List[Dict[str, Any]], experiment: str) -> str:
+def experiment_table(rows: List[Dict[str, Any]], experiment: str,
+                     claims: Optional[Dict[str, Dict[str, Any]]] = None) -> str:
     """Every recipe of an experiment: one row per (size, recipe, epochs, stage), mean ± std over seeds of
     the chosen checkpoint's validation value (where every run kept its curve), of its test value (value)
-    and of the last epoch's test value (value_last)."""
-    df = _main(frame(rows))
+    and of the last epoch's test value (value_last); an earlier recipe of a re-preregistered row (`claims`)
+    has its own row."""
+    df = _main(frame(rows, claims))
     df = df[(df["experiment"] == experiment) & (df["dataset"] == "mnist")]
     if df.empty:
         return "(no recorded runs)"
