@@ -123,7 +123,8 @@ def headline_table(rows: List[Dict[str, Any]], link: str = "docs/experiments/{pa
                    claims: Optional[Dict[str, Dict[str, Any]]] = None) -> str:
     """experiment | paper | ours (confirmation: mean ± std over n seeds; until a row is confirmed on all its
     preregistered seeds (`claims`: row -> its preregistered file), its recipe's exploratory runs too, marked
-    so) | claim (the preregistered bound, met or missed) | last epoch | epochs | command."""
+    so) | claim (the preregistered bound, met or missed) | last epoch and epochs (of the runs "ours" reports) |
+    command."""
     claims = claims or {}
     df = _main(frame(rows, claims))
     out = []
@@ -131,10 +132,11 @@ def headline_table(rows: List[Dict[str, Any]], link: str = "docs/experiments/{pa
         runs = df[(df["group"] == row) & (df["stage"] == "confirmation")]  # not an earlier recipe's
         earlier = df[(df["recipe"] == explored) & (df["stage"] == "exploratory")]
         planned = len(claims[row].get("seeds", [])) if row in claims else None
+        shown = runs if len(runs) else earlier  # the runs the "ours" cell reports
         out.append({"experiment": f"[{what}]({link.format(page=page)})", "paper": paper,
                     "ours": _ours(runs, earlier, planned), "claim": verdict(runs, claims.get(row)),
-                    "last epoch": spread(runs["value_last"]) if len(runs) else "",
-                    "epochs": _epochs(runs) if len(runs) else "",
+                    "last epoch": spread(shown["value_last"]) if len(shown) else "",
+                    "epochs": _epochs(shown) if len(shown) else "",
                     "one seed": f"`python train.py --config configs/{row}.yaml seed=0`"})
     return pd.DataFrame(out).to_markdown(index=False)
 

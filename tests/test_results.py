@@ -126,6 +126,7 @@ def test_a_small_registry_gives_the_expected_headline_table():
                  "recipe": tables.HEADLINE["semi_supervised"][3]})
     (thousand,) = [line for line in tables.headline_table(rows).splitlines() if "1000 labels" in line]
     assert "not yet confirmed; exploratory 2.00 (n=1)" in thousand
+    assert [c.strip() for c in thousand.split("|")][5:7] == ["2.20", "20"]  # its last epoch and length beside it
     claim = {"seeds": [100, 101, 102], "threshold": {"value_mean_at_most": 4.5}}
     (partial,) = [l for l in tables.headline_table(rows, claims={"semi_supervised_100": claim}).splitlines()
                   if "100 labels" in l]  # two of its three preregistered seeds are in: not bold, not decided
