@@ -23,7 +23,7 @@ from lightning_aae.provenance import command_line
 from lightning_aae.storage import StorageError, write_text_atomic
 
 from . import selection, tables
-from .registry import METRICS, REGISTRY, ROOT, append, claims, holds_selection, read, record_run
+from .registry import METRICS, REGISTRY, append, claims, holds_selection, read, record_run
 
 PAGES = {  # docs/experiments/<page>.md: the experiment whose table it shows, and one line about it
     "semi_supervised": ("semi_supervised", "100 and 1000 labels: a label head, a style code, two adversaries"),
@@ -48,16 +48,16 @@ def replace_block(text: str, markers: tuple, body: str) -> str:
     return text[: text.index(begin)] + f"{begin}\n{body}\n{end}" + text[text.index(end) + len(end):]
 
 
-def page_table(rows: List[Dict[str, Any]], experiment: str, root: Path = ROOT) -> str:
+def page_table(rows: List[Dict[str, Any]], experiment: str, prereg: Dict[str, Dict[str, Any]]) -> str:
     """The generated table of an experiment page (PAGES): the family's, the other data sets', or the experiment's
-    (with the rows preregistered under `root`)."""
+    (`prereg`: row -> its preregistered file, as registry.claims reads them)."""
     special = {tables.FAMILY: tables.family_table, tables.DATASETS: tables.dataset_table}
     return special[experiment](rows) if experiment in special else \
-        tables.experiment_table(rows, experiment, claims(root))
+        tables.experiment_table(rows, experiment, prereg)
 
 
-def results_page(rows: List[Dict[str, Any]], root: Path = ROOT) -> str:
-    """docs/results.md, whole (the headline counts the preregistered seeds under `root`)."""
+def results_page(rows: List[Dict[str, Any]], prereg: Dict[str, Dict[str, Any]]) -> str:
+    """docs/results.md, whole (`prereg` as for page_table)."""
     n_conf = sum(r.get("stage") == "confirmation" and r["metric"] == METRICS[r["experiment"]][0] for r in rows)
     pages = "\n".join(f"- [{page.replace('_', ' ')}](experiments/{page}.md): {about}" for page, (_, about) in PAGES.items())
     return f"""# Results
@@ -70,7 +70,7 @@ chosen on labeled validation images. Everything here is generated from the regis
 (`docs/results.jsonl`, {len(rows)} lines, {n_conf} confirmation runs) by `python -m experiments.results docs`.
 
 {HEADLINE[0]}
-{tables.headline_table(rows, link="experiments/{page}.md", claims=claims(root))}
+{tables.headline_table(rows, link="experiments/{page}.md", claims=prereg)}
 {HEADLINE[1]}
 
 The paper (Makhzani et al., 2015) trains for thousands of epochs with SGD; ours trains for tens of
@@ -85,16 +85,17 @@ Speed: [benchmarks.md](benchmarks.md). How a result is made and checked: [protoc
 def write_docs(rows: List[Dict[str, Any]], root: Path) -> List[Path]:
     written = []
     readme = root / "README.md"
-    headline = tables.headline_table(rows, claims=claims(root))
+    prereg = claims(root)  # read once for every table below
+    headline = tables.headline_table(rows, claims=prereg)
     write_text_atomic(readme, replace_block(readme.read_text(), HEADLINE, headline))
     written.append(readme)
-    write_text_atomic(root / "docs" / "results.md", results_page(rows, root))
+    write_text_atomic(root / "docs" / "results.md", results_page(rows, prereg))
     written.append(root / "docs" / "results.md")
     for page, (experiment, _) in PAGES.items():
         path = root / "docs" / "experiments" / f"{page}.md"
         if experiment is None or not path.is_file():
             continue
-        text = replace_block(path.read_text(), TABLE, page_table(rows, experiment, root))
+        text = replace_block(path.read_text(), TABLE, page_table(rows, experiment, prereg))
         if page in ARMS_OF:
             text = replace_block(text, ARMS, tables.arms_table(rows, experiment, ARMS_OF[page]))
         write_text_atomic(path, text)

@@ -259,13 +259,14 @@ def test_a_parzen_run_evaluates_inside_the_run_and_records_as_the_parzen_experim
 def test_the_committed_docs_are_the_ones_the_committed_registry_generates(tmp_path):
     rows = registry.read(ROOT / registry.REGISTRY)
     assert all(all(r.get(k) is not None for k in registry.REQUIRED) for r in rows)
-    headline = tables.headline_table(rows, claims=registry.claims(ROOT))
+    prereg = registry.claims(ROOT)
+    headline = tables.headline_table(rows, claims=prereg)
     assert f"{results.HEADLINE[0]}\n{headline}\n{results.HEADLINE[1]}" in (ROOT / "README.md").read_text()
-    assert (ROOT / "docs" / "results.md").read_text() == results.results_page(rows)
+    assert (ROOT / "docs" / "results.md").read_text() == results.results_page(rows, prereg)
     for page, (experiment, _) in results.PAGES.items():
         text = (ROOT / "docs" / "experiments" / f"{page}.md").read_text()
         if experiment is not None:
-            assert f"{results.TABLE[0]}\n{results.page_table(rows, experiment)}\n{results.TABLE[1]}" in text, page
+            assert f"{results.TABLE[0]}\n{results.page_table(rows, experiment, prereg)}\n{results.TABLE[1]}" in text, page
 
 
 def _clu_line(seed, run, value, epochs, curve=None):
