@@ -20,7 +20,7 @@ HEADLINE = {
     "semi_supervised_100": ("Semi-supervised, 100 labels: error (%)", "1.90 ± 0.10", "semi_supervised",
                             "semi_supervised_100-rotate10-elastic8-e60"),
     "semi_supervised": ("Semi-supervised, 1000 labels: error (%)", "1.60 ± 0.08", "semi_supervised",
-                        "semi_supervised-adam-noise0.3-shift2-e35"),
+                        "semi_supervised_1000-rotate10-elastic8-e70"),
     "clustering": ("Clustering, 16 clusters: error (%)", "9.55 ± 2.82", "clustering", "clustering16-e80-bn-dropout"),
     "clustering30_long": ("Clustering, 30 clusters: error (%)", "4.10 ± 1.13", "clustering",
                           "clustering30-long-bn-dropout-catnoise0-from148"),

@@ -19,7 +19,10 @@ def _rank_one(parent: int) -> int:
     deadline = time.time() + 60
     while time.time() < deadline:
         for pid in subprocess.run(["pgrep", "-P", str(parent)], capture_output=True, text=True).stdout.split():
-            env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            try:  # a short-lived child (a helper Lightning or torch starts) may exit between pgrep and here
+                env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            except (ProcessLookupError, FileNotFoundError):
+                continue
             if b"LOCAL_RANK=1" in env:
                 return int(pid)
         time.sleep(0.2)
