@@ -123,8 +123,8 @@ def warp_images(x: torch.Tensor, degrees: float, alpha: float, sigma: float,
     grid = F.affine_grid(theta, [n, c, h, w], align_corners=False)
     if alpha:
         noise = torch.rand(n, 2, h, w, device=x.device) * 2 - 1
-        kernel = 2 * int(math.ceil(3 * sigma)) + 1
-        field = gaussian_blur(noise, [kernel, kernel], [sigma, sigma]) * alpha  # pixels; x, then y
+        kernel = 2 * int(math.ceil(3 * sigma)) + 1  # cut to the image where it is smaller (reflect padding)
+        field = gaussian_blur(noise, [min(kernel, 2 * w - 1), min(kernel, 2 * h - 1)], [sigma, sigma]) * alpha
         field = torch.stack([field[:, 0] * 2 / w, field[:, 1] * 2 / h], 1)  # -> [-1, 1] units
         grid = grid + field.permute(0, 2, 3, 1)
     return F.grid_sample(x.view(n, c, h, w), grid, mode="bilinear", padding_mode="zeros",
