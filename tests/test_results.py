@@ -148,14 +148,21 @@ def test_the_claim_column_says_whether_the_confirmation_mean_met_its_preregister
     assert [c.strip() for c in line.split("|")][4] == expected
 
 
-def test_confirmations_of_an_earlier_recipe_of_a_row_leave_the_headline_and_keep_their_own_row_on_the_page():
+def test_an_earlier_recipe_s_confirmation_stays_beside_the_headline_until_the_new_one_is_in_and_keeps_its_page_row():
     def run(seed, value, commit):
         return {**_conf("semi_supervised_100", seed, value, value, labels=100), "preregistered": commit}
     rows = [run(s, 4.0, "a" * 40) for s in (100, 101, 102)] + [run(s, 3.0, "b" * 40) for s in (200, 201)]
     claim = {"seeds": [200, 201, 202], "threshold": {"value_mean_at_most": 3.0}}
-    (line,) = [l for l in tables.headline_table(rows, claims={"semi_supervised_100": claim}).splitlines()
-               if "100 labels" in l]
+
+    def headline():
+        (line,) = [l for l in tables.headline_table(rows, claims={"semi_supervised_100": claim}).splitlines()
+                   if "100 labels" in l]
+        return line
+    line = headline()
     assert "confirmation 2 of 3 seeds: 3.00 ± 0.00" in line and "≤ 3: pending" in line
+    assert "recipe of aaaaaaa: 4.00 ± 0.00 (n=3)" in line
+    rows.append(run(202, 3.0, "b" * 40))
+    assert "**3.00 ± 0.00** (n=3)" in headline() and "aaaaaaa" not in headline()
     text = tables.experiment_table(rows, "semi_supervised", claims={"semi_supervised_100": claim})
     recipe = {l.split("|")[2].strip(): l for l in text.splitlines() if l.count("|") > 3}
     new, old = recipe["semi_supervised_100"], recipe["semi_supervised_100 (recipe of aaaaaaa)"]
