@@ -115,7 +115,7 @@ def _ours(confirmed: pd.DataFrame, explored: pd.DataFrame, planned: Optional[int
     ours = f"confirmation {n} of {planned} seeds: {spread(confirmed['value'])}" if n else "not yet confirmed"
     ours += f"; exploratory {spread(explored['value'])} (n={len(explored)})" if len(explored) else ""
     commit, old = earlier
-    return ours + (f"; recipe of {commit}: {spread(old['value'])} (n={len(old)})" if len(old) else "")
+    return ours + (f"; earlier recipe ({commit}): {spread(old['value'])} (n={len(old)})" if len(old) else "")
 
 
 # a preregistered threshold's key -> how the claim reads, and the comparison a mean must pass

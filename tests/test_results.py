@@ -160,7 +160,7 @@ def test_an_earlier_recipe_s_confirmation_stays_beside_the_headline_until_the_ne
         return line
     line = headline()
     assert "confirmation 2 of 3 seeds: 3.00 ± 0.00" in line and "≤ 3: pending" in line
-    assert "recipe of aaaaaaa: 4.00 ± 0.00 (n=3)" in line
+    assert "earlier recipe (aaaaaaa): 4.00 ± 0.00 (n=3)" in line
     rows.append(run(202, 3.0, "b" * 40))
     assert "**3.00 ± 0.00** (n=3)" in headline() and "aaaaaaa" not in headline()
     text = tables.experiment_table(rows, "semi_supervised", claims={"semi_supervised_100": claim})
