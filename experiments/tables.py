@@ -53,7 +53,7 @@ def frame(rows: List[Dict[str, Any]], claims: Optional[Dict[str, Dict[str, Any]]
     file, which names the confirmation seeds of the row's current recipe)."""
     df = pd.DataFrame(rows)
     for column in ("experiment", "metric", "value", "epochs", "seed", "row", "stage", "value_last", "selection",
-                   "recipe", "dataset", "val_curve", "preregistered"):
+                   "recipe", "dataset", "val_curve", "preregistered", "started"):
         if column not in df:
             df[column] = None
     df["dataset"] = df["dataset"].fillna("mnist")
@@ -93,18 +93,18 @@ def _all_in(confirmed: pd.DataFrame, planned: Optional[int]) -> bool:
     return bool(len(confirmed)) and (planned is None or len(confirmed) >= planned)
 
 
-def _earlier(df: pd.DataFrame, row: str) -> Tuple[str, pd.DataFrame]:
-    """The commit and the runs of a row's latest confirmation of an earlier recipe (none: "", no runs)."""
-    prefix = f"{row} (recipe of "
-    old = df[(df["stage"] == "confirmation") & df["group"].str.startswith(prefix, na=False)]
+def _superseded(df: pd.DataFrame, row: str) -> Tuple[str, pd.DataFrame]:
+    """The preregistering commit (7 digits) and the runs of a row's latest confirmation of an earlier
+    recipe, the runs `_group` tables apart from the row (none: "", no runs)."""
+    old = df[(df["stage"] == "confirmation") & (df["row"] == row) & (df["group"] != row)]
     if old.empty:
         return "", old
-    group = (old.sort_values("started") if "started" in old.columns else old)["group"].iloc[-1]
-    return group[len(prefix):-1], old[old["group"] == group]
+    commit = old.sort_values("started")["preregistered"].iloc[-1]
+    return commit[:7], old[old["preregistered"] == commit]
 
 
 def _ours(confirmed: pd.DataFrame, explored: pd.DataFrame, planned: Optional[int],
-          earlier: Tuple[str, pd.DataFrame] = ("", pd.DataFrame())) -> str:
+          earlier: Tuple[str, pd.DataFrame]) -> str:
     """The headline's "ours" cell: the confirmation runs' mean ± std in bold once every preregistered seed
     is in, marked as partial before that; the recipe's exploratory runs until then, beside the latest
     confirmation of the row's earlier recipe (`earlier`: its commit and runs), so a re-preregistered row
@@ -149,7 +149,7 @@ def headline_table(rows: List[Dict[str, Any]], link: str = "docs/experiments/{pa
         planned = len(claims[row].get("seeds", [])) if row in claims else None
         shown = runs if len(runs) else earlier  # the runs the "ours" cell reports
         out.append({"experiment": f"[{what}]({link.format(page=page)})", "paper": paper,
-                    "ours": _ours(runs, earlier, planned, _earlier(df, row)), "claim": verdict(runs, claims.get(row)),
+                    "ours": _ours(runs, earlier, planned, _superseded(df, row)), "claim": verdict(runs, claims.get(row)),
                     "last epoch": spread(shown["value_last"]) if len(shown) else "",
                     "epochs": _epochs(shown) if len(shown) else "",
                     "one seed": f"`python train.py --config configs/{row}.yaml seed=0`"})
