@@ -104,17 +104,17 @@ def _superseded(df: pd.DataFrame, row: str) -> Tuple[str, pd.DataFrame]:
 
 
 def _ours(confirmed: pd.DataFrame, explored: pd.DataFrame, planned: Optional[int],
-          earlier: Tuple[str, pd.DataFrame]) -> str:
+          superseded: Tuple[str, pd.DataFrame]) -> str:
     """The headline's "ours" cell: the confirmation runs' mean ± std in bold once every preregistered seed
     is in, marked as partial before that; the recipe's exploratory runs until then, beside the latest
-    confirmation of the row's earlier recipe (`earlier`: its commit and runs), so a re-preregistered row
+    confirmation of the row's earlier recipe (`superseded`: its commit and runs), so a re-preregistered row
     keeps its last confirmed number in view."""
     n = len(confirmed)
     if _all_in(confirmed, planned):
         return f"**{spread(confirmed['value'])}** (n={n})"
     ours = f"confirmation {n} of {planned} seeds: {spread(confirmed['value'])}" if n else "not yet confirmed"
     ours += f"; exploratory {spread(explored['value'])} (n={len(explored)})" if len(explored) else ""
-    commit, old = earlier
+    commit, old = superseded
     return ours + (f"; earlier recipe ({commit}): {spread(old['value'])} (n={len(old)})" if len(old) else "")
 
 
@@ -149,7 +149,8 @@ def headline_table(rows: List[Dict[str, Any]], link: str = "docs/experiments/{pa
         planned = len(claims[row].get("seeds", [])) if row in claims else None
         shown = runs if len(runs) else earlier  # the runs the "ours" cell reports
         out.append({"experiment": f"[{what}]({link.format(page=page)})", "paper": paper,
-                    "ours": _ours(runs, earlier, planned, _superseded(df, row)), "claim": verdict(runs, claims.get(row)),
+                    "ours": _ours(runs, earlier, planned, _superseded(df, row)),
+                    "claim": verdict(runs, claims.get(row)),
                     "last epoch": spread(shown["value_last"]) if len(shown) else "",
                     "epochs": _epochs(shown) if len(shown) else "",
                     "one seed": f"`python train.py --config configs/{row}.yaml seed=0`"})
